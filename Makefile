@@ -1,0 +1,65 @@
+# audiosearch: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := .tools/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+PROTOS := $(shell find protos -name '*.proto' | sort)
+SAMPLES := samples/sonic-pi
+
+.PHONY: all venv proto proto-check buf-lint lint test test-fast demo samples serve clean
+
+all: venv
+
+# The virtual environment, rebuilt when the pinned requirements change.
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Python stubs (+ .pyi) from protos/, into the importable package under stubs/.
+proto: $(VENV)/.installed
+	rm -rf stubs/audiosearch
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=stubs --pyi_out=stubs --grpc_python_out=stubs $(PROTOS)
+	find stubs/audiosearch -type d -exec touch {}/__init__.py \;
+
+# Fails when the committed stubs differ from what the protos generate.
+proto-check: $(VENV)/.installed
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	find $$tmp/audiosearch -type d -exec touch {}/__init__.py \; && \
+	if diff -r $$tmp/audiosearch stubs/audiosearch -x __pycache__; then echo "stubs match protos"; rm -rf $$tmp; \
+	else echo "stubs/ drifted from protos/: run 'make proto' and commit"; rm -rf $$tmp; exit 1; fi
+
+$(BUF):
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+buf-lint: $(BUF)
+	cd protos && ../$(BUF) lint
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check services tests scripts
+
+# Real audio for the demo and benchmarks: CC0 samples from Debian's sonic-pi-samples.
+$(SAMPLES)/.fetched:
+	bash scripts/fetch_samples.sh $(SAMPLES)
+	touch $@
+
+samples: $(SAMPLES)/.fetched
+
+test: $(VENV)/.installed proto-check buf-lint lint
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed $(SAMPLES)/.fetched
+	$(PY) scripts/demo.py --samples $(SAMPLES)
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/audiosearch serve
+
+clean:
+	rm -rf $(VENV) .tools stubs/audiosearch/**/__pycache__ data .demo

@@ -1,0 +1,1 @@
+"""Catalog: libraries and audio item metadata in SQL (SQLite, PostgreSQL, MySQL)."""

@@ -1,0 +1,339 @@
+"""Catalog operations on plain Python types. Every write is one transaction,
+so a failure leaves nothing half-written."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, col, delete, select
+
+from services.catalog.tables import DELETING, PENDING, READY, AudioItem, ItemTag, Library
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+
+LIBRARY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_PAGE = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryRecord:
+    id: int
+    name: str
+    model_name: str
+    model_dim: int
+    description: str
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemRecord:
+    id: int
+    library: str
+    name: str
+    source_uri: str
+    sha256: str
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    state: str
+    created_at: datetime
+    user_tags: list[str]
+    auto_tags: list[tuple[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class NewItem:
+    library: str
+    sha256: str
+    name: str
+    source_uri: str = ""
+    user_tags: Sequence[str] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryCounts:
+    library: str
+    ready: int
+    pending: int
+    duration_seconds: float
+
+
+def validate_library_name(name: str) -> str:
+    if not LIBRARY_NAME.match(name):
+        raise InvalidArgument(
+            f"invalid library name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def normalise_tag(tag: str) -> str:
+    tag = " ".join(tag.strip().lower().split())
+    if not tag or len(tag) > 255:
+        raise InvalidArgument(f"invalid tag {tag!r}: 1-255 characters")
+    return tag
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC on every backend
+
+
+def _library_record(lib: Library) -> LibraryRecord:
+    assert lib.id is not None
+    return LibraryRecord(lib.id, lib.name, lib.model_name, lib.model_dim, lib.description, lib.created_at)
+
+
+def encode_token(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode()
+
+
+def decode_token(token: str) -> int:
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if kind != "after":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("invalid page_token: pass back next_page_token from a previous response") from None
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise Unavailable(f"catalog database unavailable: {exc.orig}") from None
+
+    # Libraries
+
+    def _library(self, session: Session, name: str) -> Library:
+        lib = session.exec(select(Library).where(Library.name == name)).first()
+        if lib is None:
+            raise NotFound(f"library {name!r} does not exist")
+        return lib
+
+    def create_library(self, name: str, model_name: str, model_dim: int, description: str = "") -> LibraryRecord:
+        validate_library_name(name)
+        if not model_name or model_dim <= 0:
+            raise InvalidArgument("a library needs a model name and a positive dimension")
+        if len(description) > 1024:
+            raise InvalidArgument("description is longer than 1024 characters")
+        with self._session() as session:
+            lib = Library(
+                name=name, model_name=model_name, model_dim=model_dim, description=description, created_at=_now()
+            )
+            session.add(lib)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise AlreadyExists(f"library {name!r} already exists") from None
+            return _library_record(lib)
+
+    def get_library(self, name: str) -> LibraryRecord:
+        with self._session() as session:
+            return _library_record(self._library(session, name))
+
+    def list_libraries(self) -> list[LibraryRecord]:
+        with self._session() as session:
+            return [_library_record(lib) for lib in session.exec(select(Library).order_by(Library.name))]
+
+    def delete_library(self, name: str) -> int:
+        with self._session() as session:
+            lib = self._library(session, name)
+            items = session.exec(
+                select(func.count()).select_from(AudioItem).where(AudioItem.library_id == lib.id)
+            ).one()
+            item_ids = select(AudioItem.id).where(AudioItem.library_id == lib.id)
+            session.exec(delete(ItemTag).where(col(ItemTag.item_id).in_(item_ids)))  # type: ignore[call-overload]
+            session.exec(delete(AudioItem).where(AudioItem.library_id == lib.id))  # type: ignore[call-overload]
+            session.delete(lib)
+            session.commit()
+            return int(items)
+
+    # Items
+
+    def _records(self, session: Session, items: Sequence[AudioItem]) -> list[ItemRecord]:
+        if not items:
+            return []
+        ids = [i.id for i in items]
+        tags: dict[int, list[ItemTag]] = {}
+        for tag in session.exec(select(ItemTag).where(col(ItemTag.item_id).in_(ids)).order_by(ItemTag.id)):
+            tags.setdefault(tag.item_id, []).append(tag)
+        lib_ids = {i.library_id for i in items}
+        names = dict(session.exec(select(Library.id, Library.name).where(col(Library.id).in_(lib_ids))).all())
+        return [
+            ItemRecord(
+                id=i.id or 0,
+                library=names.get(i.library_id, ""),
+                name=i.name,
+                source_uri=i.source_uri,
+                sha256=i.sha256,
+                duration_seconds=i.duration_seconds,
+                sample_rate=i.sample_rate,
+                channels=i.channels,
+                state=i.state,
+                created_at=i.created_at,
+                user_tags=[t.label for t in tags.get(i.id or 0, []) if t.kind == "user"],
+                auto_tags=[(t.label, t.score) for t in tags.get(i.id or 0, []) if t.kind == "auto"],
+            )
+            for i in items
+        ]
+
+    def _item(self, session: Session, item_id: int) -> AudioItem:
+        item = session.get(AudioItem, item_id)
+        if item is None:
+            raise NotFound(f"audio item {item_id} does not exist")
+        return item
+
+    def reserve_item(self, new: NewItem) -> tuple[ItemRecord, bool]:
+        """A PENDING item for (library, sha256), or the existing one."""
+        if not SHA256.match(new.sha256):
+            raise InvalidArgument("sha256 must be 64 lower-case hex characters")
+        if not new.name or len(new.name) > 512:
+            raise InvalidArgument("item name must be 1-512 characters")
+        tags = sorted({normalise_tag(t) for t in new.user_tags})
+        with self._session() as session:
+            lib = self._library(session, new.library)
+            existing = session.exec(
+                select(AudioItem).where(AudioItem.library_id == lib.id, AudioItem.sha256 == new.sha256)
+            ).first()
+            if existing is not None:
+                return self._records(session, [existing])[0], False
+            item = AudioItem(
+                library_id=lib.id or 0,
+                name=new.name,
+                source_uri=new.source_uri,
+                sha256=new.sha256,
+                state=PENDING,
+                created_at=_now(),
+            )
+            session.add(item)
+            try:
+                session.flush()
+                session.add_all(ItemTag(item_id=item.id or 0, label=t, kind="user", score=1.0) for t in tags)
+                session.commit()
+            except IntegrityError:
+                # A concurrent insert of the same content won the race.
+                session.rollback()
+                existing = session.exec(
+                    select(AudioItem).where(AudioItem.library_id == lib.id, AudioItem.sha256 == new.sha256)
+                ).one()
+                return self._records(session, [existing])[0], False
+            return self._records(session, [item])[0], True
+
+    def mark_ready(
+        self,
+        item_id: int,
+        auto_tags: Sequence[tuple[str, float]] = (),
+        duration_seconds: float = 0.0,
+        sample_rate: int = 0,
+        channels: int = 0,
+    ) -> ItemRecord:
+        """PENDING -> READY, with what decoding learned about the audio."""
+        with self._session() as session:
+            item = self._item(session, item_id)
+            if item.state == DELETING:
+                raise FailedPrecondition(f"audio item {item_id} is being deleted")
+            item.duration_seconds, item.sample_rate, item.channels = duration_seconds, sample_rate, channels
+            session.exec(delete(ItemTag).where(ItemTag.item_id == item_id, ItemTag.kind == "auto"))  # type: ignore[call-overload]
+            seen = set()
+            for label, score in auto_tags:
+                label = normalise_tag(label)
+                if label not in seen:
+                    seen.add(label)
+                    session.add(ItemTag(item_id=item_id, label=label, kind="auto", score=float(score)))
+            item.state = READY
+            session.add(item)
+            session.commit()
+            return self._records(session, [item])[0]
+
+    def mark_deleting(self, item_id: int) -> ItemRecord:
+        with self._session() as session:
+            item = self._item(session, item_id)
+            item.state = DELETING
+            session.add(item)
+            session.commit()
+            return self._records(session, [item])[0]
+
+    def get_item(self, item_id: int) -> ItemRecord:
+        with self._session() as session:
+            return self._records(session, [self._item(session, item_id)])[0]
+
+    def get_items(self, ids: Sequence[int], state: str = "") -> list[ItemRecord]:
+        if not ids:
+            return []
+        with self._session() as session:
+            query = select(AudioItem).where(col(AudioItem.id).in_(list(ids)))
+            if state:
+                query = query.where(AudioItem.state == state)
+            by_id = {r.id: r for r in self._records(session, session.exec(query).all())}
+            return [by_id[i] for i in ids if i in by_id]
+
+    def list_items(
+        self, library: str = "", page_size: int = 0, page_token: str = "", tag: str = ""
+    ) -> tuple[list[ItemRecord], str]:
+        page_size = page_size or 100
+        if not 1 <= page_size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
+        after = decode_token(page_token) if page_token else 0
+        with self._session() as session:
+            query = select(AudioItem).where(AudioItem.state == READY, col(AudioItem.id) > after)
+            if library:
+                query = query.where(AudioItem.library_id == self._library(session, library).id)
+            if tag:
+                tagged = select(ItemTag.item_id).where(ItemTag.label == normalise_tag(tag))
+                query = query.where(col(AudioItem.id).in_(tagged))
+            items = session.exec(query.order_by(col(AudioItem.id)).limit(page_size + 1)).all()
+            more = len(items) > page_size
+            items = items[:page_size]
+            token = encode_token(items[-1].id or 0) if more else ""
+            return self._records(session, items), token
+
+    def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
+        labels = sorted({normalise_tag(t) for t in tags})
+        with self._session() as session:
+            lib = self._library(session, library)
+            tagged = select(ItemTag.item_id).where(col(ItemTag.label).in_(labels))
+            query = select(AudioItem.id).where(
+                AudioItem.library_id == lib.id, AudioItem.state == READY, col(AudioItem.id).in_(tagged)
+            )
+            return [int(i) for i in session.exec(query.order_by(col(AudioItem.id))).all()]
+
+    def delete_item(self, item_id: int) -> None:
+        with self._session() as session:
+            item = self._item(session, item_id)
+            session.exec(delete(ItemTag).where(ItemTag.item_id == item_id))  # type: ignore[call-overload]
+            session.delete(item)
+            session.commit()
+
+    def stats(self) -> list[LibraryCounts]:
+        with self._session() as session:
+            rows = session.exec(
+                select(
+                    Library.name, AudioItem.state, func.count(col(AudioItem.id)), func.sum(AudioItem.duration_seconds)
+                )
+                .select_from(Library)
+                .join(AudioItem, col(AudioItem.library_id) == Library.id, isouter=True)
+                .group_by(Library.name, AudioItem.state)
+            ).all()
+        counts: dict[str, list[float]] = {}
+        for name, state, n, duration in rows:
+            entry = counts.setdefault(name, [0, 0, 0.0])
+            if state == READY:
+                entry[0], entry[2] = n, float(duration or 0.0)
+            elif state == PENDING:
+                entry[1] = n
+        return [LibraryCounts(name, int(c[0]), int(c[1]), c[2]) for name, c in sorted(counts.items())]

@@ -1,0 +1,335 @@
+"""`audiosearch` commands. Every command takes --json and then prints one
+JSON document on stdout (errors too: {"error": {"code", "message"}})."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+from audiosearch.gateway.v1 import gateway_pb2 as pb
+from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from google.protobuf.json_format import MessageToDict
+
+from services.common import config as cfg
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
+CHUNK = 1 << 20
+TIMEOUT = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CliConfig:
+    # Where the gateway listens (AUDIOSEARCH_GATEWAY).
+    gateway: str = "127.0.0.1:50051"
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def stub() -> pb_grpc.GatewayServiceStub:
+    address = cfg.load(CliConfig).gateway
+    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    return pb_grpc.GatewayServiceStub(channel)
+
+
+def item_dict(item: pb.AudioItem) -> dict[str, Any]:
+    return MessageToDict(item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def audio_files(paths: list[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                        yield Path(root) / name
+        elif path.is_file():
+            yield path
+        else:
+            raise CliError("NOT_FOUND", f"no such file or directory: {raw}")
+
+
+def file_chunks(path: Path, first: Any, make: Any) -> Iterator[Any]:
+    with path.open("rb") as f:
+        yield make(first, f.read(CHUNK))
+        for block in iter(lambda: f.read(CHUNK), b""):
+            yield make(None, block)
+
+
+def ensure_library(client: pb_grpc.GatewayServiceStub, name: str, model: str) -> pb.Library:
+    for lib in client.ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT).libraries:
+        if lib.name == name:
+            if model and lib.model != model:
+                raise CliError(
+                    "FAILED_PRECONDITION",
+                    f"library {name!r} uses model {lib.model}, not {model}; pick another --library",
+                )
+            return lib
+    try:
+        return client.CreateLibrary(pb.CreateLibraryRequest(name=name, model=model), timeout=TIMEOUT).library
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # created concurrently
+            return ensure_library(client, name, model)
+        raise
+
+
+# Commands: each returns (json document, human text).
+
+
+def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
+    from tqdm import tqdm
+
+    client = stub()
+    files = list(audio_files(args.paths))
+    lib = ensure_library(client, args.library, args.model)
+    added, existing, failed = [], [], []
+
+    def insert(path: Path) -> tuple[Path, Any]:
+        meta = pb.InsertAudioMetadata(library=lib.name, name=path.name, source_uri=str(path.resolve()), tags=args.tag)
+        try:
+            return path, client.InsertAudio(
+                file_chunks(path, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c)), timeout=TIMEOUT
+            )
+        except grpc.RpcError as exc:
+            return path, exc
+
+    with (
+        ThreadPoolExecutor(max_workers=args.jobs) as pool,
+        tqdm(total=len(files), unit="file", desc=f"indexing into {lib.name}", disable=args.json or None) as bar,
+    ):
+        for path, result in pool.map(insert, files):
+            bar.update(1)
+            if isinstance(result, grpc.RpcError):
+                failed.append({"path": str(path), "code": result.code().name, "message": result.details()})
+            else:
+                (added if result.created else existing).append(item_dict(result.item))
+    doc = {"library": lib.name, "model": lib.model, "added": len(added), "existing": len(existing), "failed": failed}
+    text = f"{lib.name} ({lib.model}): {len(added)} added, {len(existing)} already indexed, {len(failed)} failed"
+    for f in failed:
+        text += f"\n  failed: {f['path']}: {f['code']}: {f['message']}"
+    if failed:
+        raise SystemExitWith(doc, text, 1)
+    return doc, text
+
+
+def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
+    client = stub()
+    params = pb.SearchParams(library=args.library, top_k=args.top_k, item_id=args.like or 0, tags=args.tag)
+    if args.like:
+        if args.file:
+            raise CliError("INVALID_ARGUMENT", "give either FILE or --like ID, not both")
+        response = client.SearchAudio(iter([pb.SearchAudioRequest(params=params)]), timeout=TIMEOUT)
+    else:
+        if not args.file:
+            raise CliError("INVALID_ARGUMENT", "give a FILE to search with, or --like ID")
+        path = Path(args.file)
+        if not path.is_file():
+            raise CliError("NOT_FOUND", f"no such file: {args.file}")
+        response = client.SearchAudio(
+            file_chunks(path, params, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c)), timeout=TIMEOUT
+        )
+    results = []
+    for rank, r in enumerate(response.results, 1):
+        d = item_dict(r.item)
+        d.update(
+            rank=rank,
+            score=round(r.score, 6),
+            match_offset_seconds=round(r.match_offset_seconds, 3),
+            query_offset_seconds=round(r.query_offset_seconds, 3),
+        )
+        results.append(d)
+    lines = [f"{'#':>3}  {'score':>6}  {'id':>6}  {'duration':>8}  name  (source)"]
+    for d in results:
+        lines.append(
+            f"{d['rank']:>3}  {d['score']:6.3f}  {d['id']:>6}  {d['duration_seconds']:7.2f}s  "
+            f"{d['name']}  ({d['source_uri']})"
+        )
+    if not results:
+        lines.append("  no results")
+    return results, "\n".join(lines)
+
+
+def describe(d: dict[str, Any]) -> str:
+    tags = ", ".join(d["user_tags"] + [f"{t['label']} ({t['score']:.2f})" for t in d["auto_tags"]])
+    return (
+        f"{d['id']}: {d['name']} [{d['library']}] {d['duration_seconds']:.2f}s "
+        f"{d['sample_rate']} Hz x{d['channels']}  {d['source_uri']}" + (f"\n    tags: {tags}" if tags else "")
+    )
+
+
+def cmd_get(args: argparse.Namespace) -> tuple[Any, str]:
+    d = item_dict(stub().GetAudio(pb.GetAudioRequest(id=args.id), timeout=TIMEOUT).item)
+    return d, describe(d)
+
+
+def cmd_ls(args: argparse.Namespace) -> tuple[Any, str]:
+    client, items, token = stub(), [], ""
+    while True:
+        page = client.ListAudio(
+            pb.ListAudioRequest(library=args.library, page_size=500, page_token=token, tag=args.tag or ""),
+            timeout=TIMEOUT,
+        )
+        items.extend(item_dict(i) for i in page.items)
+        token = page.next_page_token
+        if not token or (args.limit and len(items) >= args.limit):
+            break
+    if args.limit:
+        items = items[: args.limit]
+    return items, "\n".join(describe(d) for d in items) or "no items"
+
+
+def cmd_delete(args: argparse.Namespace) -> tuple[Any, str]:
+    stub().DeleteAudio(pb.DeleteAudioRequest(id=args.id), timeout=TIMEOUT)
+    return {"deleted": args.id}, f"deleted {args.id}"
+
+
+def cmd_stats(args: argparse.Namespace) -> tuple[Any, str]:
+    response = stub().Stats(pb.StatsRequest(), timeout=TIMEOUT)
+    doc = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    lines = [f"{'library':<20} {'model':<14} {'items':>7} {'pending':>7} {'indexed':>7} {'vectors':>8} {'hours':>7}"]
+    for s in response.libraries:
+        lines.append(
+            f"{s.name:<20} {s.model:<14} {s.items:>7} {s.pending_items:>7} {s.indexed_items:>7} {s.vectors:>8} "
+            f"{s.total_duration_seconds / 3600:>7.2f}"
+        )
+    lines.append(f"models (default {response.default_model}):")
+    for m in response.models:
+        state = "available" if m.available else f"unavailable: {m.unavailable_reason}"
+        lines.append(f"  {m.name} ({m.version}, {m.dim}-d): {state}")
+    return doc, "\n".join(lines)
+
+
+def cmd_libraries(args: argparse.Namespace) -> tuple[Any, str]:
+    response = stub().ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT)
+    docs = [MessageToDict(lib, preserving_proto_field_name=True) for lib in response.libraries]
+    return docs, "\n".join(
+        f"{lib.name}: {lib.model} ({lib.dim}-d) {lib.description}" for lib in response.libraries
+    ) or "no libraries"
+
+
+def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
+    from services.cli.supervisor import Stack
+
+    stack = Stack(Path(args.data_dir), args.host, args.port)
+    stack.start()
+    print(
+        f"audiosearch serving on {stack.addresses['gateway']} "
+        f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}); "
+        "Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    died = stack.watch()
+    stack.stop()
+    if died:
+        raise CliError("INTERNAL", f"the {died} service exited; see {stack.data_dir / 'logs' / (died + '.log')}")
+    return {"stopped": True}, "stopped"
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> tuple[Any, str]:
+    from services.embedder.config import EmbedderConfig
+    from services.embedder.models.base import ModelUnavailable
+    from services.embedder.models.checkpoint import CHECKPOINTS, ensure_checkpoint
+
+    config = cfg.load(EmbedderConfig)
+    try:
+        path = ensure_checkpoint(CHECKPOINTS["panns-cnn14"], config.cnn14_checkpoint, allow_download=True)
+    except ModelUnavailable as exc:
+        raise CliError("UNAVAILABLE", str(exc)) from None
+    return {"path": str(path)}, f"Cnn14 weights at {path}"
+
+
+class SystemExitWith(Exception):
+    """A command finished with a document to print and a non-zero status."""
+
+    def __init__(self, doc: Any, text: str, code: int) -> None:
+        super().__init__(text)
+        self.doc, self.text, self.code = doc, text, code
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiosearch", description="Find the recordings most similar to a sound.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        c.set_defaults(fn=fn)
+        return c
+
+    c = command("serve", cmd_serve, "run all four services locally until interrupted")
+    c.add_argument("--data-dir", default="data", help="where Milvus Lite, SQLite and logs live (default ./data)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=50051, help="gateway port; the others use the next three")
+    c = command("index", cmd_index, "add audio files or folders (recursive) to a library")
+    c.add_argument("paths", nargs="+")
+    c.add_argument("--library", default="default")
+    c.add_argument("--model", default="", help="model for a new library (default: the server's default)")
+    c.add_argument("--tag", action="append", default=[], help="tag every file (repeatable)")
+    c.add_argument("--jobs", type=int, default=4, help="parallel uploads")
+    c = command("search", cmd_search, "find the items most similar to a clip")
+    c.add_argument("file", nargs="?")
+    c.add_argument("--like", type=int, help="search with an indexed item instead of a file")
+    c.add_argument("--library", default="default")
+    c.add_argument("--top-k", type=int, default=10)
+    c.add_argument("--tag", action="append", default=[], help="only items with this tag (repeatable: any of)")
+    c = command("get", cmd_get, "show one item")
+    c.add_argument("id", type=int)
+    c = command("ls", cmd_ls, "list items")
+    c.add_argument("--library", default="")
+    c.add_argument("--tag", default="")
+    c.add_argument("--limit", type=int, default=0)
+    c = command("delete", cmd_delete, "delete one item")
+    c.add_argument("id", type=int)
+    command("stats", cmd_stats, "counts per library and model status")
+    command("libraries", cmd_libraries, "list libraries")
+    command("fetch-weights", cmd_fetch_weights, "download the PANNs Cnn14 checkpoint (md5-checked)")
+    return p
+
+
+def emit(args: argparse.Namespace, doc: Any, text: str, stream: Any = None) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(text, file=stream or sys.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        doc, text = args.fn(args)
+    except SystemExitWith as exc:
+        emit(args, exc.doc, exc.text, sys.stderr)
+        return exc.code
+    except CliError as exc:
+        emit(args, {"error": {"code": exc.code, "message": exc.message}}, f"error: {exc.message}", sys.stderr)
+        return 1
+    except grpc.RpcError as exc:
+        code, message = exc.code(), exc.details()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            address = cfg.load(CliConfig).gateway
+            message = f"cannot reach the gateway at {address} ({message}); is `audiosearch serve` running?"
+        emit(args, {"error": {"code": code.name, "message": message}}, f"error: {code.name}: {message}", sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        emit(args, {"error": {"code": "INTERNAL", "message": str(exc)}}, f"error: {exc}", sys.stderr)
+        return 1
+    emit(args, doc, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pieces shared by every service: config, errors, the server bootstrap."""

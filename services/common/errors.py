@@ -1,0 +1,49 @@
+"""Domain exceptions. Domain code raises these; `services.common.status`
+maps them to gRPC status codes in one place (and back, for clients)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error a service reports to its caller on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    """The request itself is wrong: bad audio, bad name, top-k out of range."""
+
+
+class NotFound(ServiceError):
+    """A named library or item does not exist."""
+
+
+class AlreadyExists(ServiceError):
+    """Something with that name exists already."""
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state that allows this (model unavailable,
+    library bound to another model)."""
+
+
+class PermissionDenied(ServiceError):
+    """The caller may not do this (a path outside the allowed roots)."""
+
+
+class ResourceExhausted(ServiceError):
+    """A size or rate limit was hit (upload too large, too long audio)."""
+
+
+class Unavailable(ServiceError):
+    """A dependency cannot be reached right now; retrying may help."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline passed before the work finished."""
+
+
+class Internal(ServiceError):
+    """A bug or an unexpected state; the message says what was expected."""

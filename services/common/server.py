@@ -1,0 +1,119 @@
+"""The one server bootstrap: every service is started through here, so all
+of them get the same health, reflection, error mapping, message limits,
+load shedding and SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from services.common.config import ServerConfig
+from services.common.status import ErrorInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ServiceSpec:
+    """What a service hands the bootstrap."""
+
+    # Full proto service names, e.g. "audiosearch.search.v1.SearchService".
+    service_names: Sequence[str]
+    # Adds the servicers to the server.
+    register: Callable[[grpc.aio.Server], None]
+    # Runs after the port is bound and before health says SERVING.
+    startup: Callable[[], Awaitable[None]] | None = None
+    # Runs after the server stopped (close files, connections).
+    shutdown: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclasses.dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    spec: ServiceSpec
+    grace: float
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """Drains: health goes NOT_SERVING, in-flight calls get `grace` s."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace)
+        if self.spec.shutdown:
+            await self.spec.shutdown()
+
+
+async def _set_all(health: health_aio.HealthServicer, names: Sequence[str], status: int) -> None:
+    for name in ("", *names):
+        await health.set(name, status)
+
+
+async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
+    """Starts a server on `config.listen` (port 0 picks a free port)."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    spec.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = list(spec.service_names)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    await _set_all(health, names, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.listen}")
+    await server.start()
+    try:
+        if spec.startup:
+            await spec.startup()
+    except BaseException:
+        await server.stop(0)
+        raise
+    await _set_all(health, names, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving on port %d", ", ".join(names), port)
+    return RunningServer(server, port, health, spec, config.shutdown_grace_seconds)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> None:
+    """Process entry point: serve until SIGTERM or SIGINT, then drain."""
+    setup_logging(config.log_level)
+
+    async def main() -> None:
+        spec = await build()
+        running = await start(spec, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        # Printed for supervisors (audiosearch serve) that wait for readiness.
+        print(f"READY {running.port}", flush=True)
+        await stop.wait()
+        log.info("draining (grace %.1fs)", config.shutdown_grace_seconds)
+        await running.stop()
+
+    asyncio.run(main())

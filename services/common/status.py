@@ -1,0 +1,113 @@
+"""The one error mapping: domain exceptions to gRPC status codes for
+servers (an interceptor), and status codes back to domain exceptions for
+clients, so an error raised three services deep reaches the user intact."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.common import deadlines, errors
+
+log = logging.getLogger(__name__)
+
+CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+EXCEPTIONS: dict[grpc.StatusCode, type[errors.ServiceError]] = {v: k for k, v in CODES.items()}
+
+
+def code_for(exc: errors.ServiceError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def from_rpc_error(exc: grpc.RpcError, service: str) -> errors.ServiceError:
+    """The domain exception for a failed call to `service`."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return errors.Unavailable(f"{service} service unavailable: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.DeadlineExceeded(f"{service} service did not answer in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(details)
+    return EXCEPTIONS.get(code, errors.Internal)(details)
+
+
+async def call(service: str, awaitable: Awaitable[Any]) -> Any:
+    """Awaits a client call, turning a gRPC failure into a domain exception."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc, service) from None
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.ServiceError):
+        code = code_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("internal error: %s", exc.message, exc_info=exc)
+        await context.abort(code, exc.message)
+    log.exception("unexpected error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        deadlines.set_time_remaining(context.time_remaining())
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status just below
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        deadlines.set_time_remaining(context.time_remaining())
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort(context, exc)
+
+    return wrapper
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions escaping any servicer method to a precise status."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        common = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **common)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **common)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_streaming(handler.unary_stream), **common)
+        return grpc.stream_stream_rpc_method_handler(_wrap_streaming(handler.stream_stream), **common)

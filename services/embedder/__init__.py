@@ -1,0 +1,1 @@
+"""Embedder: decodes audio and turns windows of it into vectors."""

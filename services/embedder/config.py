@@ -1,0 +1,33 @@
+"""Embedder settings (AUDIOSEARCH_* environment variables)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from services.common.config import ServerConfig
+
+DEFAULT_CHECKPOINT = Path("~/.cache/audiosearch/Cnn14_mAP=0.431.pth").expanduser()
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedderConfig(ServerConfig):
+    listen: str = "127.0.0.1:50052"
+    # Models to offer, by name.
+    models: tuple[str, ...] = ("panns-cnn14", "spectral-v1")
+    # Used when a request names no model; "auto" prefers Cnn14 when its
+    # weights are present, else the weights-free spectral-v1.
+    default_model: str = "auto"
+    cnn14_checkpoint: Path = DEFAULT_CHECKPOINT
+    # Download the checkpoint (md5-checked) when it is missing.
+    cnn14_download: bool = True
+    # Overrides for mirrors; empty means the official Zenodo record.
+    cnn14_url: str = ""
+    cnn14_md5: str = ""
+    # "auto", "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    # Windows per model call, and how long to wait to fill a batch.
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    max_audio_seconds: float = 3600.0
+    max_upload_bytes: int = 512 * 1024 * 1024

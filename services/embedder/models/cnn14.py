@@ -1,0 +1,172 @@
+"""PANNs Cnn14 (Kong et al. 2020), 2048-d embeddings plus 527 AudioSet tags.
+
+The network is written out here instead of importing `panns_inference`,
+whose import downloads a labels file (leaving a 0-byte file offline) and
+whose loader can truncate a checkpoint. Parameter names match the official
+checkpoint, so its state dict (under 'model') loads strictly; a test proves
+the output equals `panns_inference.models.Cnn14` for the same weights."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.embedder.models.base import Embeddings, ModelInfo, ModelUnavailable, l2_normalise
+from services.embedder.models.checkpoint import CHECKPOINTS, Checkpoint, ensure_checkpoint
+from services.embedder.models.melscale import mel_filterbank
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = Path(__file__).with_name("audioset_labels.csv")
+SAMPLE_RATE, WINDOW, HOP, MELS, FMIN, FMAX, CLASSES = 32000, 1024, 320, 64, 50, 14000, 527
+
+
+def load_labels() -> list[str]:
+    with LABELS_FILE.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [row["display_name"] for row in rows]
+
+
+class _Stft(nn.Module):
+    """STFT as two convolutions with windowed DFT kernels (as torchlibrosa
+    does), reflect-padded and centred like librosa."""
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        window = np.hanning(n_fft + 1)[:-1]  # periodic Hann
+        bins = n_fft // 2 + 1
+        angle = -2 * np.pi * np.outer(np.arange(n_fft), np.arange(bins)) / n_fft
+        self.conv_real = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+        self.conv_imag = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+        self.conv_real.weight.data = torch.tensor((np.cos(angle) * window[:, None]).T[:, None, :], dtype=torch.float32)
+        self.conv_imag.weight.data = torch.tensor((np.sin(angle) * window[:, None]).T[:, None, :], dtype=torch.float32)
+        for p in self.parameters():
+            p.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.pad(x[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        return self.conv_real(x)[:, None].transpose(2, 3), self.conv_imag(x)[:, None].transpose(2, 3)
+
+
+class _Spectrogram(nn.Module):
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.stft = _Stft(n_fft, hop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        real, imag = self.stft(x)
+        return real**2 + imag**2  # [B, 1, frames, bins]
+
+
+class _LogMel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        weights = mel_filterbank(SAMPLE_RATE, WINDOW, MELS, FMIN, FMAX).T
+        self.melW = nn.Parameter(torch.tensor(weights), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(torch.clamp(torch.matmul(x, self.melW), min=1e-10))
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+        x = F.relu_(self.bn1(self.conv1(x)))
+        x = F.relu_(self.bn2(self.conv2(x)))
+        return F.avg_pool2d(x, kernel_size=pool)
+
+
+class Cnn14(nn.Module):
+    """Inference-only Cnn14; forward returns (embedding, clipwise tags)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spectrogram_extractor = _Spectrogram(WINDOW, HOP)
+        self.logmel_extractor = _LogMel()
+        self.bn0 = nn.BatchNorm2d(MELS)
+        channels = [1, 64, 128, 256, 512, 1024, 2048]
+        for i in range(6):
+            setattr(self, f"conv_block{i + 1}", _ConvBlock(channels[i], channels[i + 1]))
+        self.fc1 = nn.Linear(2048, 2048)
+        self.fc_audioset = nn.Linear(2048, CLASSES)
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.logmel_extractor(self.spectrogram_extractor(audio))  # [B, 1, T, mels]
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        for i in range(1, 7):
+            x = getattr(self, f"conv_block{i}")(x, (2, 2) if i < 6 else (1, 1))
+        x = torch.mean(x, dim=3)
+        x = torch.max(x, dim=2)[0] + torch.mean(x, dim=2)
+        embedding = F.relu_(self.fc1(x))
+        return embedding, torch.sigmoid(self.fc_audioset(embedding))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present. Any 'cuda:N' is honoured as a real
+    torch.device (panns_inference silently ran 'cuda:1' on the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable(f"device {name!r} was requested but CUDA is not available; set AUDIOSEARCH_DEVICE=cpu")
+    return device
+
+
+class Cnn14Model:
+    info = ModelInfo(
+        name="panns-cnn14",
+        version="mAP=0.431",
+        dim=2048,
+        sample_rate=SAMPLE_RATE,
+        window_seconds=10.0,
+        hop_seconds=5.0,
+        min_seconds=1.0,
+        produces_tags=True,
+    )
+
+    def __init__(
+        self, checkpoint: Path, download: bool, device: str = "auto", source: Checkpoint = CHECKPOINTS["panns-cnn14"]
+    ) -> None:
+        self.checkpoint, self.download, self.device_name, self.source = checkpoint, download, device, source
+        self.labels = load_labels()
+        self._net: Cnn14 | None = None
+        self._device = torch.device("cpu")
+
+    def load(self) -> None:
+        path = ensure_checkpoint(self.source, self.checkpoint, self.download)
+        self._device = resolve_device(self.device_name)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same remedy
+            raise ModelUnavailable(
+                f"could not read the Cnn14 checkpoint {path}: {exc}; delete it and download again"
+            ) from None
+        state = state.get("model", state) if isinstance(state, dict) else state
+        net = Cnn14()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelUnavailable(f"{path} is not a Cnn14 checkpoint: {str(exc)[:300]}") from None
+        self._net = net.to(self._device).eval()
+        log.info("loaded Cnn14 from %s on %s", path, self._device)
+
+    @torch.inference_mode()
+    def embed(self, windows: np.ndarray) -> Embeddings:
+        if self._net is None:
+            raise ModelUnavailable("Cnn14 is not loaded")
+        batch = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self._device)
+        embedding, tags = self._net(batch)
+        return Embeddings(l2_normalise(embedding.float().cpu().numpy()), tags.float().cpu().numpy())

@@ -1,0 +1,98 @@
+"""The configured models and whether each can serve right now. Loading
+runs in the background so a slow download never blocks the weights-free
+model."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.embedder.config import EmbedderConfig
+from services.embedder.models.base import EmbeddingModel, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
+
+
+@dataclasses.dataclass
+class Slot:
+    model: EmbeddingModel
+    state: str = LOADING
+    reason: str = "the model is still loading"
+
+
+def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
+    """The models named in config; imports torch only when Cnn14 is wanted."""
+    models: list[EmbeddingModel] = []
+    for name in config.models:
+        if name == "spectral-v1":
+            from services.embedder.models.spectral import SpectralModel
+
+            models.append(SpectralModel())
+        elif name == "panns-cnn14":
+            from services.embedder.models.checkpoint import CHECKPOINTS
+            from services.embedder.models.cnn14 import Cnn14Model
+
+            source = CHECKPOINTS[name]
+            source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
+            models.append(Cnn14Model(config.cnn14_checkpoint, config.cnn14_download, config.device, source))
+        else:
+            raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: panns-cnn14, spectral-v1")
+    return models
+
+
+class Registry:
+    def __init__(self, models: Sequence[EmbeddingModel], default: str = "auto") -> None:
+        self.slots = {m.info.name: Slot(m) for m in models}
+        self._default = default
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def load_all(self) -> None:
+        """Starts loading every model; waits only for those without weights
+        to fetch (they load instantly)."""
+        for slot in self.slots.values():
+            task = asyncio.create_task(self._load(slot))
+            self._tasks.append(task)
+            if not slot.model.info.produces_tags:
+                await task
+
+    async def wait_loaded(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+    async def _load(self, slot: Slot) -> None:
+        try:
+            await asyncio.to_thread(slot.model.load)
+        except ModelUnavailable as exc:
+            slot.state, slot.reason = UNAVAILABLE, str(exc)
+            log.warning("model %s unavailable: %s", slot.model.info.name, exc)
+            return
+        except Exception as exc:
+            slot.state, slot.reason = UNAVAILABLE, f"failed to load: {type(exc).__name__}: {exc}"
+            log.exception("model %s failed to load", slot.model.info.name)
+            return
+        slot.state, slot.reason = READY, ""
+        log.info("model %s ready", slot.model.info.name)
+
+    @property
+    def default_name(self) -> str:
+        if self._default != "auto":
+            return self._default
+        ready = [name for name, slot in self.slots.items() if slot.state == READY]
+        if "panns-cnn14" in ready:
+            return "panns-cnn14"
+        return "spectral-v1" if "spectral-v1" in ready else (ready[0] if ready else next(iter(self.slots)))
+
+    def get(self, name: str) -> EmbeddingModel:
+        name = name or self.default_name
+        slot = self.slots.get(name)
+        if slot is None:
+            raise InvalidArgument(f"unknown model {name!r}; this embedder offers: {', '.join(self.slots)}")
+        if slot.state == LOADING:
+            raise Unavailable(f"model {name} is still loading; retry shortly")
+        if slot.state == UNAVAILABLE:
+            raise FailedPrecondition(f"model {name} is unavailable: {slot.reason}")
+        return slot.model

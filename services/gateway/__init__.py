@@ -1,0 +1,1 @@
+"""Gateway: the public API; orchestrates embedder, search and catalog."""

@@ -1,0 +1,216 @@
+"""Adapters that implement the gateway's ports over gRPC: protobuf to and
+from the gateway's domain types, with deadlines and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+from audiosearch.catalog.v1 import catalog_pb2 as cat
+from audiosearch.catalog.v1 import catalog_pb2_grpc as cat_grpc
+from audiosearch.embedder.v1 import embedder_pb2 as emb
+from audiosearch.embedder.v1 import embedder_pb2_grpc as emb_grpc
+from audiosearch.search.v1 import search_pb2 as srch
+from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
+
+from services.common import deadlines
+from services.common.status import call
+from services.gateway.domain import (
+    CollectionStats,
+    Embedded,
+    Hit,
+    Item,
+    Library,
+    LibraryCounts,
+    ModelStatus,
+    Window,
+)
+
+CHUNK = 1 << 20  # 1 MiB per streamed message, well under gRPC's 4 MB default
+
+
+async def chunks(first: Any, data: bytes, make: Any) -> AsyncIterator[Any]:
+    """A header message, then the bytes in CHUNK-sized pieces."""
+    yield make(first, data[:CHUNK])
+    for start in range(CHUNK, len(data), CHUNK):
+        yield make(None, data[start : start + CHUNK])
+
+
+class _Client:
+    service = ""
+
+    def __init__(self, stub: Any, timeout: float) -> None:
+        self.stub, self.timeout = stub, timeout
+
+    async def _call(self, method: str, request: Any) -> Any:
+        return await call(self.service, getattr(self.stub, method)(request, timeout=deadlines.timeout(self.timeout)))
+
+
+class EmbedderClient(_Client):
+    service = "embedder"
+
+    def __init__(self, channel: Any, timeout: float) -> None:
+        super().__init__(emb_grpc.EmbedderServiceStub(channel), timeout)
+
+    async def models(self) -> tuple[list[ModelStatus], str]:
+        response = await self._call("ListModels", emb.ListModelsRequest())
+        models = [ModelStatus(m.name, m.version, m.dim, m.available, m.unavailable_reason) for m in response.models]
+        return models, response.default_model
+
+    async def embed(self, data: bytes, model: str, top_tags: int) -> Embedded:
+        options = emb.EmbedOptions(model=model, top_tags=top_tags)
+        stream = chunks(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
+        r = await self._call("Embed", stream)
+        windows = [Window(w.index, w.offset_seconds, np.asarray(w.vector, dtype=np.float32)) for w in r.windows]
+        return Embedded(
+            r.model.name,
+            r.model.dim,
+            r.audio.duration_seconds,
+            r.audio.sample_rate,
+            r.audio.channels,
+            r.audio.sha256,
+            windows,
+            [(t.label, t.score) for t in r.tags],
+        )
+
+
+class VectorClient(_Client):
+    service = "search"
+
+    def __init__(self, channel: Any, timeout: float) -> None:
+        super().__init__(srch_grpc.SearchServiceStub(channel), timeout)
+
+    async def create(self, library: str, model: str, dim: int) -> None:
+        await self._call(
+            "CreateCollection",
+            srch.CreateCollectionRequest(library=library, model=srch.ModelBinding(name=model, dim=dim)),
+        )
+
+    async def drop(self, library: str) -> None:
+        await self._call("DropCollection", srch.DropCollectionRequest(library=library))
+
+    async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None:
+        vectors = [
+            srch.WindowVector(item_id=item_id, window_index=w.index, offset_seconds=w.offset, vector=w.vector.tolist())
+            for w in windows
+        ]
+        binding = srch.ModelBinding(name=model, dim=dim)
+        await self._call("UpsertVectors", srch.UpsertVectorsRequest(library=library, model=binding, vectors=vectors))
+
+    async def get(self, library: str, item_id: int) -> list[Window]:
+        r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id))
+        return [Window(v.window_index, v.offset_seconds, np.asarray(v.vector, dtype=np.float32)) for v in r.vectors]
+
+    async def search(
+        self,
+        library: str,
+        model: str,
+        dim: int,
+        queries: Sequence[np.ndarray],
+        top_k: int,
+        item_ids: Sequence[int],
+        exclude: Sequence[int],
+    ) -> list[list[Hit]]:
+        request = srch.SearchRequest(
+            library=library,
+            model=srch.ModelBinding(name=model, dim=dim),
+            queries=[srch.QueryVector(vector=q.tolist()) for q in queries],
+            top_k=top_k,
+            item_ids=item_ids,
+            exclude_item_ids=exclude,
+        )
+        r = await self._call("Search", request)
+        return [[Hit(h.item_id, h.window_index, h.offset_seconds, h.score) for h in q.hits] for q in r.results]
+
+    async def delete(self, library: str, item_ids: Sequence[int]) -> None:
+        await self._call("DeleteVectors", srch.DeleteVectorsRequest(library=library, item_ids=item_ids))
+
+    async def stats(self) -> list[CollectionStats]:
+        r = await self._call("CollectionStats", srch.CollectionStatsRequest())
+        return [CollectionStats(c.library, c.vectors, c.items) for c in r.collections]
+
+
+def _library(lib: cat.Library) -> Library:
+    return Library(lib.name, lib.model_name, lib.model_dim, lib.description, lib.create_time.ToDatetime())
+
+
+def _item(item: cat.Item) -> Item:
+    return Item(
+        id=item.id,
+        library=item.library,
+        name=item.name,
+        source_uri=item.source_uri,
+        sha256=item.sha256,
+        duration_seconds=item.duration_seconds,
+        sample_rate=item.sample_rate,
+        channels=item.channels,
+        user_tags=list(item.user_tags),
+        auto_tags=[(t.label, t.score) for t in item.auto_tags],
+        created_at=item.create_time.ToDatetime(),
+        ready=item.state == cat.ITEM_STATE_READY,
+    )
+
+
+class CatalogClient(_Client):
+    service = "catalog"
+
+    def __init__(self, channel: Any, timeout: float) -> None:
+        super().__init__(cat_grpc.CatalogServiceStub(channel), timeout)
+
+    async def create_library(self, name: str, model: str, dim: int, description: str) -> Library:
+        request = cat.CreateLibraryRequest(name=name, model_name=model, model_dim=dim, description=description)
+        return _library((await self._call("CreateLibrary", request)).library)
+
+    async def get_library(self, name: str) -> Library:
+        return _library((await self._call("GetLibrary", cat.GetLibraryRequest(name=name))).library)
+
+    async def list_libraries(self) -> list[Library]:
+        return [_library(lib) for lib in (await self._call("ListLibraries", cat.ListLibrariesRequest())).libraries]
+
+    async def delete_library(self, name: str) -> int:
+        return (await self._call("DeleteLibrary", cat.DeleteLibraryRequest(name=name))).deleted_items
+
+    async def reserve_item(
+        self, library: str, sha256: str, name: str, source_uri: str, tags: Sequence[str]
+    ) -> tuple[Item, bool]:
+        request = cat.ReserveItemRequest(
+            library=library, sha256=sha256, name=name, source_uri=source_uri, user_tags=tags
+        )
+        r = await self._call("ReserveItem", request)
+        return _item(r.item), r.created
+
+    async def mark_ready(self, item_id: int, embedded: Embedded) -> Item:
+        request = cat.MarkItemReadyRequest(
+            id=item_id,
+            auto_tags=[cat.Tag(label=label, score=score) for label, score in embedded.tags],
+            duration_seconds=embedded.duration,
+            sample_rate=embedded.sample_rate,
+            channels=embedded.channels,
+        )
+        return _item((await self._call("MarkItemReady", request)).item)
+
+    async def mark_deleting(self, item_id: int) -> None:
+        await self._call("MarkItemDeleting", cat.MarkItemDeletingRequest(id=item_id))
+
+    async def get_item(self, item_id: int) -> Item:
+        return _item((await self._call("GetItem", cat.GetItemRequest(id=item_id))).item)
+
+    async def get_ready_items(self, ids: Sequence[int]) -> list[Item]:
+        r = await self._call("BatchGetItems", cat.BatchGetItemsRequest(ids=ids, state=cat.ITEM_STATE_READY))
+        return [_item(i) for i in r.items]
+
+    async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]:
+        request = cat.ListItemsRequest(library=library, page_size=page_size, page_token=page_token, tag=tag)
+        r = await self._call("ListItems", request)
+        return [_item(i) for i in r.items], r.next_page_token
+
+    async def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
+        return list((await self._call("FindItemIds", cat.FindItemIdsRequest(library=library, tags=tags))).ids)
+
+    async def delete_item(self, item_id: int) -> None:
+        await self._call("DeleteItem", cat.DeleteItemRequest(id=item_id))
+
+    async def stats(self) -> list[LibraryCounts]:
+        r = await self._call("CatalogStats", cat.CatalogStatsRequest())
+        return [LibraryCounts(c.library, c.ready_items, c.pending_items, c.total_duration_seconds) for c in r.libraries]

@@ -1,0 +1,24 @@
+"""Gateway settings (AUDIOSEARCH_* environment variables)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.common.config import ServerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig(ServerConfig):
+    listen: str = "127.0.0.1:50051"
+    embedder_addr: str = "127.0.0.1:50052"
+    search_addr: str = "127.0.0.1:50053"
+    catalog_addr: str = "127.0.0.1:50054"
+    # Directories InsertAudioFromPath may read from (comma-separated).
+    # Empty: inserting by server path is disabled.
+    allowed_roots: tuple[str, ...] = ()
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_top_k: int = 100
+    # Automatic tags stored per item (models that produce tags).
+    auto_tags: int = 5
+    # Upper bound for any downstream call; the caller's deadline may cut it.
+    rpc_timeout_seconds: float = 300.0

@@ -1,0 +1,130 @@
+"""The gateway's own view of libraries, items and vectors, and the ports
+(protocols) through which it reaches the other services. Adapters in
+`clients` implement the ports over gRPC; nothing here knows about it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    version: str
+    dim: int
+    available: bool
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    index: int
+    offset: float
+    vector: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    model: str
+    dim: int
+    duration: float
+    sample_rate: int
+    channels: int
+    sha256: str
+    windows: list[Window]
+    tags: list[tuple[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Library:
+    name: str
+    model: str
+    dim: int
+    description: str
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: int
+    library: str
+    name: str
+    source_uri: str
+    sha256: str
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    user_tags: list[str]
+    auto_tags: list[tuple[str, float]]
+    created_at: datetime
+    ready: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    item_id: int
+    window: int
+    offset: float
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionStats:
+    library: str
+    vectors: int
+    items: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryCounts:
+    library: str
+    ready: int
+    pending: int
+    duration_seconds: float
+
+
+class EmbedderPort(Protocol):
+    async def models(self) -> tuple[list[ModelStatus], str]: ...
+    async def embed(self, data: bytes, model: str, top_tags: int) -> Embedded: ...
+
+
+class VectorPort(Protocol):
+    async def create(self, library: str, model: str, dim: int) -> None: ...
+    async def drop(self, library: str) -> None: ...
+    async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None: ...
+    async def get(self, library: str, item_id: int) -> list[Window]: ...
+    async def search(
+        self,
+        library: str,
+        model: str,
+        dim: int,
+        queries: Sequence[np.ndarray],
+        top_k: int,
+        item_ids: Sequence[int],
+        exclude: Sequence[int],
+    ) -> list[list[Hit]]: ...
+    async def delete(self, library: str, item_ids: Sequence[int]) -> None: ...
+    async def stats(self) -> list[CollectionStats]: ...
+
+
+class CatalogPort(Protocol):
+    async def create_library(self, name: str, model: str, dim: int, description: str) -> Library: ...
+    async def get_library(self, name: str) -> Library: ...
+    async def list_libraries(self) -> list[Library]: ...
+    async def delete_library(self, name: str) -> int: ...
+    async def reserve_item(
+        self, library: str, sha256: str, name: str, source_uri: str, tags: Sequence[str]
+    ) -> tuple[Item, bool]: ...
+    async def mark_ready(self, item_id: int, embedded: Embedded) -> Item: ...
+    async def mark_deleting(self, item_id: int) -> None: ...
+    async def get_item(self, item_id: int) -> Item: ...
+    async def get_ready_items(self, ids: Sequence[int]) -> list[Item]: ...
+    async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]: ...
+    async def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]: ...
+    async def delete_item(self, item_id: int) -> None: ...
+    async def stats(self) -> list[LibraryCounts]: ...

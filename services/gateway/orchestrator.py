@@ -1,0 +1,246 @@
+"""Insert, search and delete across the embedder, the vector store and the
+catalog. The insert is a small saga: reserve (PENDING) -> embed -> write
+vectors -> mark READY. Each step is idempotent, so a retry after a crash
+finishes the job, and search only ever shows READY items."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    ServiceError,
+)
+from services.gateway.domain import (
+    CatalogPort,
+    EmbedderPort,
+    Hit,
+    Item,
+    Library,
+    ModelStatus,
+    VectorPort,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    max_upload_bytes: int
+    max_top_k: int
+    auto_tags: int
+    allowed_roots: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    item: Item
+    score: float
+    match_offset: float
+    query_offset: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryStats:
+    library: Library
+    ready: int
+    pending: int
+    duration_seconds: float
+    indexed_items: int
+    vectors: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    libraries: list[LibraryStats]
+    models: list[ModelStatus]
+    default_model: str
+
+
+def vote(
+    hits_per_query: Sequence[Sequence[Hit]], query_offsets: Sequence[float]
+) -> dict[int, tuple[float, float, float]]:
+    """Turns window hits into item scores: the mean, over query windows, of
+    each item's best window similarity (a query window an item does not
+    answer counts 0), so an item matching the whole query beats one that
+    matches a moment of it. Returns item -> (score, item offset, query
+    offset) of the item's single best window pair."""
+    n = max(1, len(hits_per_query))
+    totals: dict[int, float] = {}
+    best: dict[int, tuple[float, float, float]] = {}
+    for hits, q_offset in zip(hits_per_query, query_offsets, strict=True):
+        per_item: dict[int, Hit] = {}
+        for hit in hits:
+            if hit.item_id not in per_item or hit.score > per_item[hit.item_id].score:
+                per_item[hit.item_id] = hit
+        for item_id, hit in per_item.items():
+            totals[item_id] = totals.get(item_id, 0.0) + hit.score
+            if item_id not in best or hit.score > best[item_id][0]:
+                best[item_id] = (hit.score, hit.offset, q_offset)
+    return {i: (totals[i] / n, best[i][1], best[i][2]) for i in totals}
+
+
+class Gateway:
+    def __init__(self, embedder: EmbedderPort, vectors: VectorPort, catalog: CatalogPort, settings: Settings) -> None:
+        self.embedder, self.vectors, self.catalog, self.settings = embedder, vectors, catalog, settings
+
+    # Libraries
+
+    async def create_library(self, name: str, model: str = "", description: str = "") -> Library:
+        models, default = await self.embedder.models()
+        model = model or default
+        status = next((m for m in models if m.name == model), None)
+        if status is None:
+            raise InvalidArgument(f"unknown model {model!r}; available: {', '.join(m.name for m in models)}")
+        if not status.available:
+            raise FailedPrecondition(f"model {model} is unavailable: {status.reason}")
+        library = await self.catalog.create_library(name, status.name, status.dim, description)
+        try:
+            await self.vectors.create(name, status.name, status.dim)
+        except BaseException:
+            await self.catalog.delete_library(name)  # undo, so the name is free for a retry
+            raise
+        return library
+
+    async def delete_library(self, name: str) -> int:
+        await self.catalog.get_library(name)
+        await self.vectors.drop(name)
+        return await self.catalog.delete_library(name)
+
+    # Items
+
+    async def insert(
+        self, library: str, data: bytes, name: str, source_uri: str = "", tags: Sequence[str] = ()
+    ) -> tuple[Item, bool]:
+        if not library:
+            raise InvalidArgument("library must be set")
+        if not data:
+            raise InvalidArgument("the upload is empty: send the bytes of an audio file")
+        if not name:
+            raise InvalidArgument("name must be set (e.g. the file name)")
+        lib = await self.catalog.get_library(library)
+        sha256 = hashlib.sha256(data).hexdigest()
+        item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags)
+        if item.ready:
+            return item, False
+        # New, or left PENDING by an earlier attempt: (re)do the remaining steps.
+        try:
+            embedded = await self.embedder.embed(data, lib.model, self.settings.auto_tags)
+        except ServiceError as exc:
+            if created and isinstance(exc, (InvalidArgument, ResourceExhausted, FailedPrecondition)):
+                await self.catalog.delete_item(item.id)  # bad input: leave no trace
+            raise
+        if embedded.model != lib.model or embedded.dim != lib.dim:
+            raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
+        await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
+        item = await self.catalog.mark_ready(item.id, embedded)
+        return item, created
+
+    async def insert_path(self, library: str, path: str, name: str = "", tags: Sequence[str] = ()) -> tuple[Item, bool]:
+        file = self._allowed_file(path)
+        size = file.stat().st_size
+        if size > self.settings.max_upload_bytes:
+            raise ResourceExhausted(f"{path} is {size} bytes; the limit is {self.settings.max_upload_bytes}")
+        data = file.read_bytes()
+        return await self.insert(library, data, name or file.name, str(file), tags)
+
+    def _allowed_file(self, path: str) -> Path:
+        if not self.settings.allowed_roots:
+            raise PermissionDenied("inserting by server path is disabled; set AUDIOSEARCH_ALLOWED_ROOTS on the gateway")
+        if not path or not os.path.isabs(path):
+            raise InvalidArgument(f"path must be absolute, got {path!r}")
+        resolved = Path(os.path.realpath(path))  # follows symlinks: a link cannot escape a root
+        roots = [Path(os.path.realpath(r)) for r in self.settings.allowed_roots]
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise PermissionDenied(f"{path} is outside the allowed roots ({', '.join(map(str, roots))})")
+        if not resolved.is_file():
+            raise NotFound(f"no file at {path}")
+        return resolved
+
+    async def get(self, item_id: int) -> Item:
+        item = await self.catalog.get_item(item_id)
+        if not item.ready:
+            raise NotFound(f"audio item {item_id} is not ready (still being inserted or deleted)")
+        return item
+
+    async def delete(self, item_id: int) -> None:
+        item = await self.catalog.get_item(item_id)
+        await self.catalog.mark_deleting(item_id)  # hidden from search from here on
+        await self.vectors.delete(item.library, [item_id])
+        await self.catalog.delete_item(item_id)
+
+    # Search
+
+    def _check_top_k(self, top_k: int) -> None:
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+
+    async def search(
+        self, library: str, top_k: int, data: bytes = b"", item_id: int = 0, tags: Sequence[str] = ()
+    ) -> tuple[list[Result], str]:
+        self._check_top_k(top_k)
+        exclude: list[int] = []
+        if item_id:
+            if data:
+                raise InvalidArgument("give either an uploaded clip or item_id, not both")
+            source = await self.get(item_id)
+            if library and library != source.library:
+                raise InvalidArgument(f"item {item_id} is in library {source.library!r}, not {library!r}")
+            library = source.library
+            lib = await self.catalog.get_library(library)
+            windows = await self.vectors.get(library, item_id)
+            exclude = [item_id]
+        else:
+            if not library:
+                raise InvalidArgument("library must be set")
+            if not data:
+                raise InvalidArgument("the query clip is empty: upload audio or set item_id")
+            lib = await self.catalog.get_library(library)
+            windows = (await self.embedder.embed(data, lib.model, 0)).windows
+        allowed: list[int] = []
+        if tags:
+            allowed = await self.catalog.find_item_ids(library, tags)
+            if not allowed:
+                return [], lib.model
+        # Several windows per item can fill a window top-k; ask for more.
+        k_windows = min(2048, top_k * 4 + 16)
+        queries = [w.vector for w in windows]
+        hits = await self.vectors.search(library, lib.model, lib.dim, queries, k_windows, allowed, exclude)
+        scored = vote(hits, [w.offset for w in windows])
+        ranked = sorted(scored.items(), key=lambda kv: -kv[1][0])
+        # Over-fetch a little: some candidates may be pending or deleting.
+        candidates = [item_id for item_id, _ in ranked[: top_k * 2]]
+        items = {item.id: item for item in await self.catalog.get_ready_items(candidates)}
+        results = [Result(items[i], scored[i][0], scored[i][1], scored[i][2]) for i in candidates if i in items][:top_k]
+        return results, lib.model
+
+    # Stats
+
+    async def stats(self) -> Stats:
+        libraries = await self.catalog.list_libraries()
+        counts = {c.library: c for c in await self.catalog.stats()}
+        collections = {c.library: c for c in await self.vectors.stats()}
+        models, default = await self.embedder.models()
+        out = []
+        for lib in libraries:
+            c, v = counts.get(lib.name), collections.get(lib.name)
+            out.append(
+                LibraryStats(
+                    lib,
+                    c.ready if c else 0,
+                    c.pending if c else 0,
+                    c.duration_seconds if c else 0.0,
+                    v.items if v else 0,
+                    v.vectors if v else 0,
+                )
+            )
+        return Stats(out, models, default)

@@ -1,0 +1,121 @@
+"""The public gRPC surface: protobuf in, orchestrator calls, protobuf out."""
+
+from __future__ import annotations
+
+from audiosearch.gateway.v1 import gateway_pb2 as pb
+from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common import uploads
+from services.gateway.domain import Item, Library
+from services.gateway.orchestrator import Gateway
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+
+def _ts(value) -> Timestamp:  # type: ignore[no-untyped-def]
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def library_pb(lib: Library) -> pb.Library:
+    return pb.Library(
+        name=lib.name, model=lib.model, dim=lib.dim, description=lib.description, create_time=_ts(lib.created_at)
+    )
+
+
+def item_pb(item: Item) -> pb.AudioItem:
+    return pb.AudioItem(
+        id=item.id,
+        library=item.library,
+        name=item.name,
+        source_uri=item.source_uri,
+        sha256=item.sha256,
+        duration_seconds=item.duration_seconds,
+        sample_rate=item.sample_rate,
+        channels=item.channels,
+        user_tags=item.user_tags,
+        auto_tags=[pb.Tag(label=label, score=score) for label, score in item.auto_tags],
+        create_time=_ts(item.created_at),
+    )
+
+
+class GatewayServicer(pb_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def CreateLibrary(self, request, context):  # type: ignore[no-untyped-def]
+        lib = await self.gateway.create_library(request.name, request.model, request.description)
+        return pb.CreateLibraryResponse(library=library_pb(lib))
+
+    async def ListLibraries(self, request, context):  # type: ignore[no-untyped-def]
+        libs = await self.gateway.catalog.list_libraries()
+        return pb.ListLibrariesResponse(libraries=[library_pb(lib) for lib in libs])
+
+    async def DeleteLibrary(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.DeleteLibraryResponse(deleted_items=await self.gateway.delete_library(request.name))
+
+    async def InsertAudio(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        meta, data = await uploads.collect(request_iterator, "metadata", self.gateway.settings.max_upload_bytes)
+        item, created = await self.gateway.insert(meta.library, data, meta.name, meta.source_uri, list(meta.tags))
+        return pb.InsertAudioResponse(item=item_pb(item), created=created)
+
+    async def InsertAudioFromPath(self, request, context):  # type: ignore[no-untyped-def]
+        item, created = await self.gateway.insert_path(request.library, request.path, request.name, list(request.tags))
+        return pb.InsertAudioFromPathResponse(item=item_pb(item), created=created)
+
+    async def SearchAudio(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        params, data = await uploads.collect(request_iterator, "params", self.gateway.settings.max_upload_bytes)
+        results, model = await self.gateway.search(
+            params.library, params.top_k, data, params.item_id, list(params.tags)
+        )
+        return pb.SearchAudioResponse(
+            results=[
+                pb.SearchResult(
+                    item=item_pb(r.item),
+                    score=r.score,
+                    match_offset_seconds=r.match_offset,
+                    query_offset_seconds=r.query_offset,
+                )
+                for r in results
+            ],
+            model=model,
+        )
+
+    async def GetAudio(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.GetAudioResponse(item=item_pb(await self.gateway.get(request.id)))
+
+    async def ListAudio(self, request, context):  # type: ignore[no-untyped-def]
+        items, token = await self.gateway.catalog.list_items(
+            request.library, request.page_size, request.page_token, request.tag
+        )
+        return pb.ListAudioResponse(items=[item_pb(i) for i in items], next_page_token=token)
+
+    async def DeleteAudio(self, request, context):  # type: ignore[no-untyped-def]
+        await self.gateway.delete(request.id)
+        return pb.DeleteAudioResponse()
+
+    async def Stats(self, request, context):  # type: ignore[no-untyped-def]
+        stats = await self.gateway.stats()
+        return pb.StatsResponse(
+            libraries=[
+                pb.LibraryStats(
+                    name=s.library.name,
+                    model=s.library.model,
+                    items=s.ready,
+                    pending_items=s.pending,
+                    total_duration_seconds=s.duration_seconds,
+                    indexed_items=s.indexed_items,
+                    vectors=s.vectors,
+                )
+                for s in stats.libraries
+            ],
+            models=[
+                pb.ModelStatus(
+                    name=m.name, version=m.version, dim=m.dim, available=m.available, unavailable_reason=m.reason
+                )
+                for m in stats.models
+            ],
+            default_model=stats.default_model,
+        )

@@ -1,0 +1,1 @@
+"""Search: one Milvus collection of window vectors per library."""

@@ -1,0 +1,97 @@
+"""gRPC surface of the search service. Milvus calls are blocking, so each
+runs on a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from audiosearch.search.v1 import search_pb2 as pb
+from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
+
+from services.common.errors import InvalidArgument
+from services.search.store import VectorStore, WindowVector
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+def _library(name: str) -> str:
+    if not name:
+        raise InvalidArgument("library must be set")
+    return name
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, store: VectorStore, max_top_k: int) -> None:
+        self.store, self.max_top_k = store, max_top_k
+
+    async def CreateCollection(self, request, context):  # type: ignore[no-untyped-def]
+        created = await asyncio.to_thread(
+            self.store.create, _library(request.library), request.model.name, request.model.dim
+        )
+        return pb.CreateCollectionResponse(created=created)
+
+    async def DropCollection(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.DropCollectionResponse(dropped=await asyncio.to_thread(self.store.drop, _library(request.library)))
+
+    async def UpsertVectors(self, request, context):  # type: ignore[no-untyped-def]
+        vectors = [
+            WindowVector(v.item_id, v.window_index, v.offset_seconds, np.asarray(v.vector, dtype=np.float32))
+            for v in request.vectors
+        ]
+        n = await asyncio.to_thread(
+            self.store.upsert, _library(request.library), request.model.name, request.model.dim, vectors
+        )
+        return pb.UpsertVectorsResponse(upserted=n)
+
+    async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]
+        vectors = await asyncio.to_thread(self.store.get, _library(request.library), request.item_id)
+        return pb.GetVectorsResponse(
+            vectors=[
+                pb.WindowVector(
+                    item_id=v.item_id, window_index=v.window, offset_seconds=v.offset, vector=v.vector.tolist()
+                )
+                for v in vectors
+            ]
+        )
+
+    async def Search(self, request, context):  # type: ignore[no-untyped-def]
+        if not 1 <= request.top_k <= self.max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {request.top_k}")
+        queries = [np.asarray(q.vector, dtype=np.float32) for q in request.queries]
+        results = await asyncio.to_thread(
+            self.store.search,
+            _library(request.library),
+            request.model.name,
+            request.model.dim,
+            queries,
+            request.top_k,
+            list(request.item_ids),
+            list(request.exclude_item_ids),
+        )
+        return pb.SearchResponse(
+            results=[
+                pb.QueryHits(
+                    hits=[
+                        pb.Hit(item_id=h.item_id, window_index=h.window, offset_seconds=h.offset, score=h.score)
+                        for h in hits
+                    ]
+                )
+                for hits in results
+            ]
+        )
+
+    async def DeleteVectors(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self.store.delete, _library(request.library), list(request.item_ids))
+        return pb.DeleteVectorsResponse(deleted=n)
+
+    async def CollectionStats(self, request, context):  # type: ignore[no-untyped-def]
+        stats = await asyncio.to_thread(self.store.stats, request.library)
+        return pb.CollectionStatsResponse(
+            collections=[
+                pb.CollectionStats(
+                    library=s.library, model=pb.ModelBinding(name=s.model, dim=s.dim), vectors=s.vectors, items=s.items
+                )
+                for s in stats
+            ]
+        )

@@ -1,0 +1,272 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Library(_message.Message):
+    __slots__ = ("name", "model", "dim", "description", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    dim: int
+    description: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Tag(_message.Message):
+    __slots__ = ("label", "score")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class AudioItem(_message.Message):
+    __slots__ = ("id", "library", "name", "source_uri", "sha256", "duration_seconds", "sample_rate", "channels", "user_tags", "auto_tags", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    USER_TAGS_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    library: str
+    name: str
+    source_uri: str
+    sha256: str
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    user_tags: _containers.RepeatedScalarFieldContainer[str]
+    auto_tags: _containers.RepeatedCompositeFieldContainer[Tag]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., user_tags: _Optional[_Iterable[str]] = ..., auto_tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateLibraryRequest(_message.Message):
+    __slots__ = ("name", "model", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreateLibraryResponse(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: Library
+    def __init__(self, library: _Optional[_Union[Library, _Mapping]] = ...) -> None: ...
+
+class ListLibrariesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLibrariesResponse(_message.Message):
+    __slots__ = ("libraries",)
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    libraries: _containers.RepeatedCompositeFieldContainer[Library]
+    def __init__(self, libraries: _Optional[_Iterable[_Union[Library, _Mapping]]] = ...) -> None: ...
+
+class DeleteLibraryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteLibraryResponse(_message.Message):
+    __slots__ = ("deleted_items",)
+    DELETED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    deleted_items: int
+    def __init__(self, deleted_items: _Optional[int] = ...) -> None: ...
+
+class InsertAudioMetadata(_message.Message):
+    __slots__ = ("library", "name", "source_uri", "tags")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    name: str
+    source_uri: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InsertAudioRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: InsertAudioMetadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[InsertAudioMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class InsertAudioResponse(_message.Message):
+    __slots__ = ("item", "created")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    item: AudioItem
+    created: bool
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class InsertAudioFromPathRequest(_message.Message):
+    __slots__ = ("library", "path", "name", "tags")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    path: str
+    name: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[str] = ..., path: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InsertAudioFromPathResponse(_message.Message):
+    __slots__ = ("item", "created")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    item: AudioItem
+    created: bool
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class SearchParams(_message.Message):
+    __slots__ = ("library", "top_k", "item_id", "tags")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    top_k: int
+    item_id: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[str] = ..., top_k: _Optional[int] = ..., item_id: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SearchAudioRequest(_message.Message):
+    __slots__ = ("params", "chunk")
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    params: SearchParams
+    chunk: bytes
+    def __init__(self, params: _Optional[_Union[SearchParams, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SearchResult(_message.Message):
+    __slots__ = ("item", "score", "match_offset_seconds", "query_offset_seconds")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    item: AudioItem
+    score: float
+    match_offset_seconds: float
+    query_offset_seconds: float
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., score: _Optional[float] = ..., match_offset_seconds: _Optional[float] = ..., query_offset_seconds: _Optional[float] = ...) -> None: ...
+
+class SearchAudioResponse(_message.Message):
+    __slots__ = ("results", "model")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SearchResult]
+    model: str
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class GetAudioRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class GetAudioResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: AudioItem
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ...) -> None: ...
+
+class ListAudioRequest(_message.Message):
+    __slots__ = ("library", "page_size", "page_token", "tag")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    page_size: int
+    page_token: str
+    tag: str
+    def __init__(self, library: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class ListAudioResponse(_message.Message):
+    __slots__ = ("items", "next_page_token")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[AudioItem]
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[AudioItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteAudioRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class DeleteAudioResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LibraryStats(_message.Message):
+    __slots__ = ("name", "model", "items", "pending_items", "total_duration_seconds", "indexed_items", "vectors")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    items: int
+    pending_items: int
+    total_duration_seconds: float
+    indexed_items: int
+    vectors: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[int] = ..., pending_items: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., indexed_items: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "version", "dim", "available", "unavailable_reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    dim: int
+    available: bool
+    unavailable_reason: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("libraries", "models", "default_model")
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    libraries: _containers.RepeatedCompositeFieldContainer[LibraryStats]
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    default_model: str
+    def __init__(self, libraries: _Optional[_Iterable[_Union[LibraryStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
