@@ -119,6 +119,7 @@ class VectorClient(_Client):
             top_k=top_k,
             item_ids=item_ids,
             exclude_item_ids=exclude,
+            distinct_items=True,
         )
         r = await self._call("Search", request)
         return [[Hit(h.item_id, h.window_index, h.offset_seconds, h.score) for h in q.hits] for q in r.results]

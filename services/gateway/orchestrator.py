@@ -211,10 +211,11 @@ class Gateway:
             allowed = await self.catalog.find_item_ids(library, tags)
             if not allowed:
                 return [], lib.model
-        # Several windows per item can fill a window top-k; ask for more.
-        k_windows = min(2048, top_k * 4 + 16)
+        # Each query window brings its best window in each of the nearest
+        # items; a margin over top_k lets voting re-rank across windows.
+        per_query = min(2048, top_k * 2 + 8)
         queries = [w.vector for w in windows]
-        hits = await self.vectors.search(library, lib.model, lib.dim, queries, k_windows, allowed, exclude)
+        hits = await self.vectors.search(library, lib.model, lib.dim, queries, per_query, allowed, exclude)
         scored = vote(hits, [w.offset for w in windows])
         ranked = sorted(scored.items(), key=lambda kv: -kv[1][0])
         # Over-fetch a little: some candidates may be pending or deleting.

@@ -68,6 +68,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             request.top_k,
             list(request.item_ids),
             list(request.exclude_item_ids),
+            request.distinct_items,
         )
         return pb.SearchResponse(
             results=[

@@ -185,6 +185,7 @@ class VectorStore:
         top_k: int,
         item_ids: Sequence[int] = (),
         exclude: Sequence[int] = (),
+        distinct_items: bool = False,
     ) -> list[list[Hit]]:
         name = self._bound(library, model, dim)
         if not queries:
@@ -203,6 +204,9 @@ class VectorStore:
             filter=" and ".join(filters),
             output_fields=["item_id", "window", "offset"],
             search_params={"metric_type": "IP"},
+            # Grouping keeps one hit per item, so long recordings with many
+            # windows cannot crowd other items out of the top k.
+            **({"group_by_field": "item_id"} if distinct_items else {}),
         )
         return [
             [

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiosearch/search/v1/search.proto\x12\x15\x61udiosearch.search.v1\")\n\x0cModelBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"^\n\x17\x43reateCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\"+\n\x18\x43reateCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"(\n\x15\x44ropCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"]\n\x0cWindowVector\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\"\x91\x01\n\x14UpsertVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x34\n\x07vectors\x18\x03 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\")\n\x15UpsertVectorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"5\n\x11GetVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\"J\n\x12GetVectorsResponse\x12\x34\n\x07vectors\x18\x01 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\"\x1d\n\x0bQueryVector\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\xc4\x01\n\rSearchRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x33\n\x07queries\x18\x03 \x03(\x0b\x32\".audiosearch.search.v1.QueryVector\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\"S\n\x03Hit\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"5\n\tQueryHits\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.audiosearch.search.v1.Hit\"C\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .audiosearch.search.v1.QueryHits\"9\n\x14\x44\x65leteVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\"(\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\")\n\x16\x43ollectionStatsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"v\n\x0f\x43ollectionStats\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\"V\n\x17\x43ollectionStatsResponse\x12;\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32&.audiosearch.search.v1.CollectionStats2\xf7\x05\n\rSearchService\x12s\n\x10\x43reateCollection\x12..audiosearch.search.v1.CreateCollectionRequest\x1a/.audiosearch.search.v1.CreateCollectionResponse\x12m\n\x0e\x44ropCollection\x12,.audiosearch.search.v1.DropCollectionRequest\x1a-.audiosearch.search.v1.DropCollectionResponse\x12j\n\rUpsertVectors\x12+.audiosearch.search.v1.UpsertVectorsRequest\x1a,.audiosearch.search.v1.UpsertVectorsResponse\x12\x61\n\nGetVectors\x12(.audiosearch.search.v1.GetVectorsRequest\x1a).audiosearch.search.v1.GetVectorsResponse\x12U\n\x06Search\x12$.audiosearch.search.v1.SearchRequest\x1a%.audiosearch.search.v1.SearchResponse\x12j\n\rDeleteVectors\x12+.audiosearch.search.v1.DeleteVectorsRequest\x1a,.audiosearch.search.v1.DeleteVectorsResponse\x12p\n\x0f\x43ollectionStats\x12-.audiosearch.search.v1.CollectionStatsRequest\x1a..audiosearch.search.v1.CollectionStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiosearch/search/v1/search.proto\x12\x15\x61udiosearch.search.v1\")\n\x0cModelBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"^\n\x17\x43reateCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\"+\n\x18\x43reateCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"(\n\x15\x44ropCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"]\n\x0cWindowVector\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\"\x91\x01\n\x14UpsertVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x34\n\x07vectors\x18\x03 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\")\n\x15UpsertVectorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"5\n\x11GetVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\"J\n\x12GetVectorsResponse\x12\x34\n\x07vectors\x18\x01 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\"\x1d\n\x0bQueryVector\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\xdc\x01\n\rSearchRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x33\n\x07queries\x18\x03 \x03(\x0b\x32\".audiosearch.search.v1.QueryVector\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\x12\x16\n\x0e\x64istinct_items\x18\x07 \x01(\x08\"S\n\x03Hit\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"5\n\tQueryHits\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.audiosearch.search.v1.Hit\"C\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .audiosearch.search.v1.QueryHits\"9\n\x14\x44\x65leteVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\"(\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\")\n\x16\x43ollectionStatsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"v\n\x0f\x43ollectionStats\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\"V\n\x17\x43ollectionStatsResponse\x12;\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32&.audiosearch.search.v1.CollectionStats2\xf7\x05\n\rSearchService\x12s\n\x10\x43reateCollection\x12..audiosearch.search.v1.CreateCollectionRequest\x1a/.audiosearch.search.v1.CreateCollectionResponse\x12m\n\x0e\x44ropCollection\x12,.audiosearch.search.v1.DropCollectionRequest\x1a-.audiosearch.search.v1.DropCollectionResponse\x12j\n\rUpsertVectors\x12+.audiosearch.search.v1.UpsertVectorsRequest\x1a,.audiosearch.search.v1.UpsertVectorsResponse\x12\x61\n\nGetVectors\x12(.audiosearch.search.v1.GetVectorsRequest\x1a).audiosearch.search.v1.GetVectorsResponse\x12U\n\x06Search\x12$.audiosearch.search.v1.SearchRequest\x1a%.audiosearch.search.v1.SearchResponse\x12j\n\rDeleteVectors\x12+.audiosearch.search.v1.DeleteVectorsRequest\x1a,.audiosearch.search.v1.DeleteVectorsResponse\x12p\n\x0f\x43ollectionStats\x12-.audiosearch.search.v1.CollectionStatsRequest\x1a..audiosearch.search.v1.CollectionStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,23 +54,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYVECTOR']._serialized_start=747
   _globals['_QUERYVECTOR']._serialized_end=776
   _globals['_SEARCHREQUEST']._serialized_start=779
-  _globals['_SEARCHREQUEST']._serialized_end=975
-  _globals['_HIT']._serialized_start=977
-  _globals['_HIT']._serialized_end=1060
-  _globals['_QUERYHITS']._serialized_start=1062
-  _globals['_QUERYHITS']._serialized_end=1115
-  _globals['_SEARCHRESPONSE']._serialized_start=1117
-  _globals['_SEARCHRESPONSE']._serialized_end=1184
-  _globals['_DELETEVECTORSREQUEST']._serialized_start=1186
-  _globals['_DELETEVECTORSREQUEST']._serialized_end=1243
-  _globals['_DELETEVECTORSRESPONSE']._serialized_start=1245
-  _globals['_DELETEVECTORSRESPONSE']._serialized_end=1285
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=1287
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=1328
-  _globals['_COLLECTIONSTATS']._serialized_start=1330
-  _globals['_COLLECTIONSTATS']._serialized_end=1448
-  _globals['_COLLECTIONSTATSRESPONSE']._serialized_start=1450
-  _globals['_COLLECTIONSTATSRESPONSE']._serialized_end=1536
-  _globals['_SEARCHSERVICE']._serialized_start=1539
-  _globals['_SEARCHSERVICE']._serialized_end=2298
+  _globals['_SEARCHREQUEST']._serialized_end=999
+  _globals['_HIT']._serialized_start=1001
+  _globals['_HIT']._serialized_end=1084
+  _globals['_QUERYHITS']._serialized_start=1086
+  _globals['_QUERYHITS']._serialized_end=1139
+  _globals['_SEARCHRESPONSE']._serialized_start=1141
+  _globals['_SEARCHRESPONSE']._serialized_end=1208
+  _globals['_DELETEVECTORSREQUEST']._serialized_start=1210
+  _globals['_DELETEVECTORSREQUEST']._serialized_end=1267
+  _globals['_DELETEVECTORSRESPONSE']._serialized_start=1269
+  _globals['_DELETEVECTORSRESPONSE']._serialized_end=1309
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=1311
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=1352
+  _globals['_COLLECTIONSTATS']._serialized_start=1354
+  _globals['_COLLECTIONSTATS']._serialized_end=1472
+  _globals['_COLLECTIONSTATSRESPONSE']._serialized_start=1474
+  _globals['_COLLECTIONSTATSRESPONSE']._serialized_end=1560
+  _globals['_SEARCHSERVICE']._serialized_start=1563
+  _globals['_SEARCHSERVICE']._serialized_end=2322
 # @@protoc_insertion_point(module_scope)

@@ -89,20 +89,22 @@ class QueryVector(_message.Message):
     def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("library", "model", "queries", "top_k", "item_ids", "exclude_item_ids")
+    __slots__ = ("library", "model", "queries", "top_k", "item_ids", "exclude_item_ids", "distinct_items")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_ITEMS_FIELD_NUMBER: _ClassVar[int]
     library: str
     model: ModelBinding
     queries: _containers.RepeatedCompositeFieldContainer[QueryVector]
     top_k: int
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, library: _Optional[str] = ..., model: _Optional[_Union[ModelBinding, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[QueryVector, _Mapping]]] = ..., top_k: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    distinct_items: bool
+    def __init__(self, library: _Optional[str] = ..., model: _Optional[_Union[ModelBinding, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[QueryVector, _Mapping]]] = ..., top_k: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ..., distinct_items: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("item_id", "window_index", "offset_seconds", "score")

@@ -1,0 +1,81 @@
+"""Shared fixtures: the four services started for real, in process, on
+port 0, over a temporary data dir (Milvus Lite + SQLite)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import grpc
+import pytest
+from audiosearch.gateway.v1 import gateway_pb2_grpc
+
+from services.catalog import __main__ as catalog_main
+from services.catalog.config import CatalogConfig
+from services.common import config as cfg
+from services.common import server
+from services.embedder import __main__ as embedder_main
+from services.embedder.config import EmbedderConfig
+from services.gateway import __main__ as gateway_main
+from services.gateway.config import GatewayConfig
+from services.search import __main__ as search_main
+from services.search.config import SearchConfig
+
+
+@dataclasses.dataclass
+class Stack:
+    servers: dict[str, server.RunningServer]
+    channel: grpc.aio.Channel
+    gateway: gateway_pb2_grpc.GatewayServiceStub
+    data_dir: Path
+    roots: Path
+
+    def address(self, name: str) -> str:
+        return self.servers[name].address
+
+
+async def start_stack(tmp_path: Path, **gateway_overrides: object) -> Stack:
+    data = tmp_path / "data"
+    roots = tmp_path / "allowed"
+    roots.mkdir()
+    base = {"data_dir": data, "listen": "127.0.0.1:0", "shutdown_grace_seconds": 1.0}
+    servers: dict[str, server.RunningServer] = {}
+    catalog_config = cfg.load(CatalogConfig, environ={}, **base)
+    servers["catalog"] = await server.start(await catalog_main.build(catalog_config), catalog_config)
+    search_config = cfg.load(SearchConfig, environ={}, **base)
+    servers["search"] = await server.start(await search_main.build(search_config), search_config)
+    embedder_config = cfg.load(
+        EmbedderConfig,
+        environ={},
+        **base,
+        cnn14_checkpoint=tmp_path / "no-weights" / "Cnn14.pth",
+        cnn14_download=False,
+        batch_wait_ms=2.0,
+    )
+    servers["embedder"] = await server.start(await embedder_main.build(embedder_config), embedder_config)
+    gateway_config = cfg.load(
+        GatewayConfig,
+        environ={},
+        **base,
+        embedder_addr=servers["embedder"].address,
+        search_addr=servers["search"].address,
+        catalog_addr=servers["catalog"].address,
+        allowed_roots=(str(roots),),
+        **gateway_overrides,
+    )
+    servers["gateway"] = await server.start(await gateway_main.build(gateway_config), gateway_config)
+    channel = grpc.aio.insecure_channel(servers["gateway"].address)
+    return Stack(servers, channel, gateway_pb2_grpc.GatewayServiceStub(channel), data, roots)
+
+
+async def stop_stack(stack: Stack) -> None:
+    await stack.channel.close()
+    for name in ("gateway", "embedder", "search", "catalog"):
+        await stack.servers[name].stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = await start_stack(tmp_path)
+    yield s
+    await stop_stack(s)

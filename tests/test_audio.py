@@ -1,0 +1,57 @@
+"""Decoding, resampling and windowing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidArgument, ResourceExhausted
+from services.embedder.audio import decode, frame, resample
+from tests.sounds import encode, sound
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 2), (48000, 6)])
+def test_decodes_formats_rates_and_channels_to_mono(fmt: str, rate: int, channels: int) -> None:
+    if fmt == "MP3" and rate == 8000:
+        rate = 16000  # MPEG layer III has no 8 kHz mode in libsndfile's encoder
+    if fmt == "MP3":
+        channels = min(channels, 2)  # and at most two channels
+    data = encode(sound(1, seconds=1.5, rate=rate), rate=rate, fmt=fmt, channels=channels)
+    decoded = decode(data, max_seconds=60)
+    assert decoded.samples.ndim == 1 and decoded.samples.dtype == np.float32
+    assert (decoded.sample_rate, decoded.channels) == (rate, channels)
+    assert decoded.duration == pytest.approx(1.5, abs=0.1)  # MP3 adds encoder padding
+    assert len(decoded.sha256) == 64
+
+
+def test_rejects_empty_garbage_and_too_long() -> None:
+    with pytest.raises(InvalidArgument, match="empty"):
+        decode(b"", 60)
+    with pytest.raises(InvalidArgument, match="decode"):
+        decode(b"RIFF not really a wave file" * 10, 60)
+    with pytest.raises(InvalidArgument, match="decode"):
+        decode(bytes(range(256)) * 40, 60)
+    with pytest.raises(ResourceExhausted, match="limit"):
+        decode(encode(sound(1, seconds=3.0)), max_seconds=2)
+
+
+def test_resample_keeps_duration_and_pitch() -> None:
+    t = np.arange(44100) / 44100
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    out = resample(tone, 44100, 32000)
+    assert len(out) == 32000
+    spectrum = np.abs(np.fft.rfft(out))
+    assert np.argmax(spectrum) == pytest.approx(440, abs=1)  # 1 Hz bins over 1 s
+
+
+def test_frame_covers_the_whole_signal() -> None:
+    rate = 100
+    windows, offsets = frame(np.arange(1050, dtype=np.float32), rate, window_s=2.0, hop_s=0.5, min_s=0.1)
+    assert offsets[0] == 0 and offsets[-1] == pytest.approx(8.5)  # tail window aligned to the end
+    assert all(len(w) == 200 for w in windows)
+    assert windows[-1][-1] == 1049
+    short, offsets = frame(np.ones(50, dtype=np.float32), rate, 2.0, 0.5, min_s=1.0)
+    assert len(short) == 1 and len(short[0]) == 100 and offsets == [0.0]  # padded to min, not to the window
+    mid, _ = frame(np.ones(150, dtype=np.float32), rate, 2.0, 0.5, min_s=1.0)
+    assert len(mid) == 1 and len(mid[0]) == 150

@@ -1,0 +1,216 @@
+"""The catalog on SQLite, PostgreSQL and MariaDB. The server backends run
+when AUDIOSEARCH_TEST_POSTGRES_URL / AUDIOSEARCH_TEST_MYSQL_URL are set
+(.ci/run sets them); each test gets a fresh database of its own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+from services.catalog import tables
+from services.catalog.database import make_engine, migrate
+from services.catalog.repository import Catalog, NewItem
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+SERVERS = {"postgresql": "AUDIOSEARCH_TEST_POSTGRES_URL", "mysql": "AUDIOSEARCH_TEST_MYSQL_URL"}
+
+
+def _fresh_database(kind: str) -> Iterator[str]:
+    url = os.environ.get(SERVERS[kind])
+    if not url:
+        pytest.skip(f"{SERVERS[kind]} is not set")
+    name = f"audiosearch_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def database_url(request, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        yield from _fresh_database(request.param)
+
+
+@pytest.fixture
+def catalog(database_url: str) -> Iterator[Catalog]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+def sha(n: int) -> str:
+    return f"{n:064x}"
+
+
+def test_migrations_match_the_models_and_rerun_cleanly(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine)
+    migrate(engine)  # already at head: a no-op
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    # Index/constraint naming differences are not schema drift; columns and tables are.
+    real = [d for d in diffs if d[0] in ("add_table", "remove_table", "add_column", "remove_column")]
+    assert real == [], real
+    assert version == "0001"
+    assert {"library", "audio_item", "item_tag"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_upgrade_keeps_existing_data(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, "0001")
+    Catalog(engine).create_library("kept", "spectral-v1", 192)
+    migrate(engine)
+    assert Catalog(engine).get_library("kept").model_dim == 192
+    engine.dispose()
+
+
+def test_libraries(catalog: Catalog) -> None:
+    lib = catalog.create_library("sfx", "spectral-v1", 192, "effects")
+    assert (lib.name, lib.model_name, lib.model_dim, lib.description) == ("sfx", "spectral-v1", 192, "effects")
+    with pytest.raises(AlreadyExists):
+        catalog.create_library("sfx", "spectral-v1", 192)
+    for bad in ("", "UPPER", "with space", "-dash", "x" * 65, "semi;colon"):
+        with pytest.raises(InvalidArgument):
+            catalog.create_library(bad, "spectral-v1", 192)
+    catalog.create_library("amb", "panns-cnn14", 2048)
+    assert [lib.name for lib in catalog.list_libraries()] == ["amb", "sfx"]
+    with pytest.raises(NotFound):
+        catalog.get_library("nope")
+
+
+def test_reserve_dedups_by_library_and_content(catalog: Catalog) -> None:
+    catalog.create_library("a", "m", 4)
+    catalog.create_library("b", "m", 4)
+    item, created = catalog.reserve_item(
+        NewItem("a", sha(1), "one.wav", "/x/one.wav", ["Drums", "drums", " Loud  Kick "])
+    )
+    assert created and item.state == "pending" and item.user_tags == ["drums", "loud kick"]
+    again, created = catalog.reserve_item(NewItem("a", sha(1), "renamed.wav"))
+    assert not created and again.id == item.id and again.name == "one.wav"
+    other, created = catalog.reserve_item(NewItem("b", sha(1), "one.wav"))
+    assert created and other.id != item.id  # the same content may live in another library
+    with pytest.raises(NotFound):
+        catalog.reserve_item(NewItem("zzz", sha(2), "x.wav"))
+    with pytest.raises(InvalidArgument):
+        catalog.reserve_item(NewItem("a", "not-a-hash", "x.wav"))
+
+
+def test_ready_listing_tags_and_pagination(catalog: Catalog) -> None:
+    catalog.create_library("lib", "m", 4)
+    ids = []
+    for n in range(7):
+        item, _ = catalog.reserve_item(NewItem("lib", sha(n), f"s{n}.wav", user_tags=["even" if n % 2 == 0 else "odd"]))
+        ids.append(item.id)
+    for n, item_id in enumerate(ids[:6]):  # the last stays pending
+        ready = catalog.mark_ready(item_id, [("Music", 0.9), ("Drum", 0.4)], 1.5 + n, 44100, 2)
+        assert ready.state == "ready" and ready.auto_tags == [
+            ("music", pytest.approx(0.9)),
+            ("drum", pytest.approx(0.4)),
+        ]
+        assert (ready.duration_seconds, ready.sample_rate, ready.channels) == (1.5 + n, 44100, 2)
+    pages, token = [], ""
+    while True:
+        items, token = catalog.list_items("lib", page_size=4, page_token=token)
+        pages.append([i.id for i in items])
+        if not token:
+            break
+    assert pages == [ids[:4], ids[4:6]]  # pending items are not listed
+    assert [i.id for i in catalog.list_items(tag="even")[0]] == [ids[0], ids[2], ids[4]]
+    assert catalog.find_item_ids("lib", ["odd", "music"]) == ids[:6]
+    assert catalog.find_item_ids("lib", ["odd"]) == [ids[1], ids[3], ids[5]]
+    assert [i.id for i in catalog.get_items([ids[6], ids[2], 999], state="ready")] == [ids[2]]
+    assert [i.id for i in catalog.get_items([ids[6], ids[2]])] == [ids[6], ids[2]]
+    with pytest.raises(InvalidArgument):
+        catalog.list_items(page_token="garbage!")
+    with pytest.raises(InvalidArgument):
+        catalog.list_items(page_size=5000)
+    (counts,) = catalog.stats()
+    assert (counts.library, counts.ready, counts.pending) == ("lib", 6, 1)
+    assert counts.duration_seconds == pytest.approx(sum(1.5 + n for n in range(6)))
+
+
+def test_delete_item_and_library(catalog: Catalog) -> None:
+    catalog.create_library("lib", "m", 4)
+    first, _ = catalog.reserve_item(NewItem("lib", sha(1), "a.wav", user_tags=["t"]))
+    second, _ = catalog.reserve_item(NewItem("lib", sha(2), "b.wav", user_tags=["t"]))
+    catalog.mark_ready(first.id, [("x", 0.5)])
+    catalog.mark_deleting(first.id)
+    with pytest.raises(FailedPrecondition):
+        catalog.mark_ready(first.id)
+    assert catalog.find_item_ids("lib", ["t"]) == []  # deleting and pending items are not searchable
+    catalog.delete_item(first.id)
+    with pytest.raises(NotFound):
+        catalog.get_item(first.id)
+    assert catalog.delete_library("lib") == 1
+    with pytest.raises(NotFound):
+        catalog.get_item(second.id)
+    with pytest.raises(NotFound):
+        catalog.delete_library("lib")
+    assert catalog.stats() == []
+    with catalog.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM item_tag")).scalar() == 0
+
+
+def test_timestamps_are_utc(catalog: Catalog) -> None:
+    from datetime import UTC, datetime
+
+    lib = catalog.create_library("t", "m", 4)
+    assert abs((datetime.now(UTC).replace(tzinfo=None) - lib.created_at).total_seconds()) < 60
+
+
+async def test_catalog_grpc_service_maps_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from audiosearch.catalog.v1 import catalog_pb2 as pb
+    from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
+
+    from services.catalog import __main__ as catalog_main
+    from services.catalog.config import CatalogConfig
+    from services.common import config as cfg
+    from services.common import server
+
+    config = cfg.load(CatalogConfig, environ={}, data_dir=tmp_path, listen="127.0.0.1:0")
+    running = await server.start(await catalog_main.build(config), config)
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = pb_grpc.CatalogServiceStub(channel)
+            lib = (await stub.CreateLibrary(pb.CreateLibraryRequest(name="x", model_name="m", model_dim=3))).library
+            assert lib.name == "x" and lib.create_time.seconds > 0
+            for call, code in [
+                (stub.GetLibrary(pb.GetLibraryRequest(name="nope")), grpc.StatusCode.NOT_FOUND),
+                (
+                    stub.CreateLibrary(pb.CreateLibraryRequest(name="x", model_name="m", model_dim=3)),
+                    grpc.StatusCode.ALREADY_EXISTS,
+                ),
+                (stub.GetItem(pb.GetItemRequest(id=5)), grpc.StatusCode.NOT_FOUND),
+                (stub.ListItems(pb.ListItemsRequest(page_token="@@")), grpc.StatusCode.INVALID_ARGUMENT),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() == code
+            reserved = await stub.ReserveItem(pb.ReserveItemRequest(library="x", sha256=sha(9), name="a.wav"))
+            assert reserved.created and reserved.item.state == pb.ITEM_STATE_PENDING
+    finally:
+        await running.stop()
+    assert tables.READY == "ready"

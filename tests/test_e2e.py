@@ -1,0 +1,176 @@
+"""Multi-process end to end: `audiosearch serve` starts the four services
+as real processes; the `audiosearch` CLI indexes, searches and deletes
+through the gateway, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+import soundfile as sf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from services.cli.supervisor import wait_serving
+from tests.sounds import encode, excerpt, sound
+
+
+def free_port_block(n: int = 4) -> int:
+    for _ in range(50):
+        base = random.randint(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@pytest.fixture
+def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = free_port_block()
+    env = {
+        **os.environ,
+        "AUDIOSEARCH_CNN14_DOWNLOAD": "false",
+        "AUDIOSEARCH_CNN14_CHECKPOINT": str(tmp_path / "no-weights.pth"),
+        "AUDIOSEARCH_GATEWAY": f"127.0.0.1:{port}",
+    }
+    processes = []
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--port",
+                str(port),
+            ],
+            env=env,
+        )
+        processes.append(process)
+        wait_serving(f"127.0.0.1:{port}", 120, process)
+        return process
+
+    yield start, env, port
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def cli(env: dict[str, str], *args: str) -> tuple[int, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result.returncode, json.loads(result.stdout)
+
+
+def check_health_and_reflection(port: int) -> None:
+    names = ["gateway", "embedder", "search", "catalog"]
+    for offset, name in enumerate(names):
+        with grpc.insecure_channel(f"127.0.0.1:{port + offset}") as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            (response,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            services = {s.name for s in response.list_services_response.service}
+            assert f"audiosearch.{name}.v1.{name.capitalize()}Service" in services
+
+
+def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    start, env, port = serve
+    process = start()
+    check_health_and_reflection(port)
+
+    folder = tmp_path / "library"
+    (folder / "nested").mkdir(parents=True)
+    formats = ["WAV", "FLAC", "OGG", "MP3", "WAV", "FLAC"]
+    for seed, fmt in enumerate(formats):
+        target = folder / ("nested" if seed % 2 else "") / f"sound{seed}.{fmt.lower()}"
+        target.write_bytes(encode(sound(seed, seconds=4.0 + seed), fmt=fmt, channels=1 + seed % 2))
+    (folder / "notes.txt").write_text("not audio, skipped by extension")
+
+    code, report = cli(env, "index", str(folder), "--library", "e2e")
+    assert code == 0, report
+    assert (report["added"], report["existing"], report["failed"], report["model"]) == (6, 0, [], "spectral-v1")
+    code, report = cli(env, "index", str(folder), "--library", "e2e")
+    assert code == 0 and (report["added"], report["existing"]) == (0, 6)
+
+    query = tmp_path / "query.wav"
+    sf.write(query, excerpt(sound(3, seconds=7.0), 2.0, 5.0), 44100)
+    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "3")
+    assert code == 0
+    assert results[0]["name"] == "sound3.mp3", results
+    assert {"id", "name", "score", "source_uri"} <= set(results[0])
+    assert results[0]["source_uri"] == str(folder / "nested" / "sound3.mp3")
+    top_id = results[0]["id"]
+
+    code, item = cli(env, "get", str(top_id))
+    assert code == 0 and item["name"] == "sound3.mp3" and item["duration_seconds"] > 6.9
+    code, items = cli(env, "ls", "--library", "e2e")
+    assert code == 0 and len(items) == 6
+    code, stats = cli(env, "stats")
+    (lib,) = stats["libraries"]
+    assert (int(lib["items"]), int(lib["indexed_items"])) == (6, 6)
+    vectors = int(lib["vectors"])
+
+    code, _ = cli(env, "delete", str(top_id))
+    assert code == 0
+    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5")
+    assert top_id not in [r["id"] for r in results]
+    code, stats = cli(env, "stats")
+    (lib,) = stats["libraries"]
+    assert (int(lib["items"]), int(lib["indexed_items"])) == (5, 5) and int(lib["vectors"]) < vectors
+
+    # Bad input: a clear error, and the stack keeps serving.
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"definitely not a wave file" * 50)
+    code, report = cli(env, "index", str(broken), "--library", "e2e")
+    assert code == 1 and report["failed"][0]["code"] == "INVALID_ARGUMENT"
+    code, error = cli(env, "search", str(query), "--library", "e2e", "--top-k", "0")
+    assert code == 1 and error["error"]["code"] == "INVALID_ARGUMENT"
+    code, error = cli(env, "get", "987654")
+    assert code == 1 and error["error"]["code"] == "NOT_FOUND"
+    code, error = cli(env, "search", str(query), "--library", "nolib")
+    assert code == 1 and error["error"]["code"] == "NOT_FOUND"
+
+    # SIGTERM drains and stops every process.
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+
+    # A restart finds everything where it was (released Milvus collections are loaded).
+    start()
+    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5")
+    assert code == 0 and len(results) == 5 and top_id not in [r["id"] for r in results]
+    code, stats = cli(env, "stats")
+    assert int(stats["libraries"][0]["items"]) == 5
+
+
+def test_cli_reports_an_unreachable_gateway(tmp_path: Path) -> None:
+    env = {**os.environ, "AUDIOSEARCH_GATEWAY": f"127.0.0.1:{free_port_block(1)}"}
+    code, error = cli(env, "stats")
+    assert code == 1 and error["error"]["code"] == "UNAVAILABLE"
+    assert "audiosearch serve" in error["error"]["message"]

@@ -1,0 +1,136 @@
+"""The embedder service over real gRPC, with both models."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from audiosearch.embedder.v1 import embedder_pb2 as pb
+from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
+
+from services.common import config as cfg
+from services.common import server
+from services.embedder import __main__ as embedder_main
+from services.embedder.batching import Batcher
+from services.embedder.config import EmbedderConfig
+from services.embedder.models.cnn14 import Cnn14
+from services.embedder.models.spectral import SpectralModel
+from tests.sounds import encode, sound
+
+
+def request_stream(data: bytes, model: str = "", top_tags: int = 0, chunk: int = 50_000):
+    yield pb.EmbedRequest(options=pb.EmbedOptions(model=model, top_tags=top_tags), chunk=data[:chunk])
+    for start in range(chunk, len(data), chunk):
+        yield pb.EmbedRequest(chunk=data[start : start + chunk])
+
+
+async def start(tmp_path: Path, **overrides):  # type: ignore[no-untyped-def]
+    settings = {"cnn14_checkpoint": tmp_path / "missing.pth", "cnn14_download": False, **overrides}
+    config = cfg.load(EmbedderConfig, environ={}, listen="127.0.0.1:0", data_dir=tmp_path, **settings)
+    running = await server.start(await embedder_main.build(config), config)
+    channel = grpc.aio.insecure_channel(running.address)
+    return running, channel, pb_grpc.EmbedderServiceStub(channel)
+
+
+async def test_models_and_embedding_without_weights(tmp_path: Path) -> None:
+    running, channel, stub = await start(tmp_path)
+    try:
+        listing = await stub.ListModels(pb.ListModelsRequest())
+        models = {m.name: m for m in listing.models}
+        assert listing.default_model == "spectral-v1"
+        assert models["spectral-v1"].available and models["spectral-v1"].dim == 192
+        assert not models["panns-cnn14"].available
+        assert "missing.pth" in models["panns-cnn14"].unavailable_reason
+
+        data = encode(sound(2, seconds=5.0, rate=48000), rate=48000, fmt="FLAC", channels=2)
+        response = await stub.Embed(request_stream(data))
+        assert response.model.name == "spectral-v1"
+        assert (response.audio.sample_rate, response.audio.channels) == (48000, 2)
+        assert response.audio.duration_seconds == pytest.approx(5.0)
+        offsets = [w.offset_seconds for w in response.windows]
+        assert offsets[0] == 0 and offsets[-1] == pytest.approx(3.0) and len(offsets) == 7
+        vectors = np.array([w.vector for w in response.windows])
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Embed(request_stream(data, model="panns-cnn14"))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "weights are not at" in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Embed(request_stream(data, model="mystery"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Embed(request_stream(b"\x00" * 5000))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Embed(iter([]))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await stub.Embed(request_stream(data))).windows  # still serving
+    finally:
+        await channel.close()
+        await running.stop()
+
+
+async def test_cnn14_serves_vectors_and_audioset_tags(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "Cnn14.pth"
+    torch.save({"model": Cnn14().state_dict()}, path)
+    running, channel, stub = await start(tmp_path, cnn14_checkpoint=path, device="cpu")
+    try:
+        for _ in range(200):  # Cnn14 loads in the background
+            listing = await stub.ListModels(pb.ListModelsRequest())
+            if {m.name: m for m in listing.models}["panns-cnn14"].available:
+                break
+            await asyncio.sleep(0.1)
+        assert listing.default_model == "panns-cnn14"
+        data = encode(sound(4, seconds=12.0, rate=32000), rate=32000)
+        response = await stub.Embed(request_stream(data, model="panns-cnn14", top_tags=5))
+        assert response.model.dim == 2048 and response.model.produces_tags
+        assert [w.offset_seconds for w in response.windows] == [0.0, 2.0]  # 10 s windows, tail aligned
+        assert len(response.windows[0].vector) == 2048
+        assert len(response.tags) == 5
+        scores = [t.score for t in response.tags]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+        short = await stub.Embed(request_stream(encode(sound(1, seconds=0.3)), model="panns-cnn14"))
+        assert len(short.windows) == 1 and short.windows[0].duration_seconds == pytest.approx(0.3, abs=0.01)
+    finally:
+        await channel.close()
+        await running.stop()
+
+
+async def test_batcher_coalesces_concurrent_requests() -> None:
+    model = SpectralModel()
+    batcher = Batcher(model, max_batch=16, wait_ms=50)
+    window = np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    direct = model.embed(np.stack([window] * 2)).vectors
+    try:
+        results = await asyncio.gather(*(batcher.embed([window, window]) for _ in range(6)))
+        assert batcher.calls < 6  # 12 windows from 6 requests in fewer model calls
+        for r in results:
+            np.testing.assert_allclose(r.vectors, direct, rtol=1e-6)
+        mixed = await batcher.embed([window, window[:16000], window])
+        assert mixed.vectors.shape == (3, model.info.dim)
+        np.testing.assert_allclose(mixed.vectors[0], direct[0], rtol=1e-6)
+    finally:
+        await batcher.close()
+
+
+async def test_a_failing_model_call_fails_only_its_requests() -> None:
+    class Broken(SpectralModel):
+        def embed(self, windows):  # type: ignore[no-untyped-def]
+            if windows.shape[1] == 100:
+                raise RuntimeError("boom")
+            return super().embed(windows)
+
+    batcher = Batcher(Broken(), max_batch=4, wait_ms=1)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.embed([np.zeros(100, dtype=np.float32)])
+        ok = await batcher.embed([np.ones(16000, dtype=np.float32)])
+        assert ok.vectors.shape == (1, 192)
+    finally:
+        await batcher.close()
