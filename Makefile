@@ -54,7 +54,7 @@ samples: $(SAMPLES)/.fetched
 test: $(VENV)/.installed proto-check buf-lint lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-demo: $(VENV)/.installed $(SAMPLES)/.fetched
+demo: proto $(SAMPLES)/.fetched
 	$(PY) scripts/demo.py --samples $(SAMPLES)
 
 serve: $(VENV)/.installed

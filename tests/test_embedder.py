@@ -134,3 +134,29 @@ async def test_a_failing_model_call_fails_only_its_requests() -> None:
         assert ok.vectors.shape == (1, 192)
     finally:
         await batcher.close()
+
+
+async def test_default_prefers_cnn14_while_its_weights_download() -> None:
+    import dataclasses
+    import threading
+
+    from services.common.errors import Unavailable
+    from services.embedder.registry import Registry
+
+    release = threading.Event()
+
+    class Downloading(SpectralModel):
+        info = dataclasses.replace(SpectralModel.info, name="panns-cnn14")
+
+        def load(self) -> None:
+            release.wait(10)
+
+    registry = Registry([Downloading(), SpectralModel()])
+    await registry.load_all(wait_seconds=0.05)
+    assert registry.get("spectral-v1").info.name == "spectral-v1"  # serves meanwhile
+    assert registry.default_name == "panns-cnn14"
+    with pytest.raises(Unavailable, match="loading"):
+        registry.get("")
+    release.set()
+    await registry.wait_loaded()
+    assert registry.get("").info.name == "panns-cnn14"

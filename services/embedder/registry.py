@@ -51,14 +51,12 @@ class Registry:
         self._default = default
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def load_all(self) -> None:
-        """Starts loading every model; waits only for those without weights
-        to fetch (they load instantly)."""
-        for slot in self.slots.values():
-            task = asyncio.create_task(self._load(slot))
-            self._tasks.append(task)
-            if not slot.model.info.produces_tags:
-                await task
+    async def load_all(self, wait_seconds: float = 60.0) -> None:
+        """Loads every model, waiting up to `wait_seconds` (a checkpoint on
+        disk loads in seconds); a longer load, such as a first download,
+        goes on in the background while the other models serve."""
+        self._tasks = [asyncio.create_task(self._load(slot)) for slot in self.slots.values()]
+        await asyncio.wait(self._tasks, timeout=wait_seconds)
 
     async def wait_loaded(self) -> None:
         await asyncio.gather(*self._tasks)
@@ -81,9 +79,12 @@ class Registry:
     def default_name(self) -> str:
         if self._default != "auto":
             return self._default
-        ready = [name for name, slot in self.slots.items() if slot.state == READY]
-        if "panns-cnn14" in ready:
+        # Cnn14 while it loads too: a library must not be bound to the weaker
+        # model just because the weights were still downloading.
+        cnn14 = self.slots.get("panns-cnn14")
+        if cnn14 is not None and cnn14.state in (READY, LOADING):
             return "panns-cnn14"
+        ready = [name for name, slot in self.slots.items() if slot.state == READY]
         return "spectral-v1" if "spectral-v1" in ready else (ready[0] if ready else next(iter(self.slots)))
 
     def get(self, name: str) -> EmbeddingModel:

@@ -11,13 +11,14 @@ from services.embedder import audio
 from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
 from services.embedder.models.base import ModelInfo
-from services.embedder.registry import Registry
+from services.embedder.registry import LOADING, READY, Registry
 
 
 @dataclasses.dataclass
 class ModelStatus:
     info: ModelInfo
     available: bool
+    loading: bool
     reason: str
 
 
@@ -48,7 +49,10 @@ class Embedder:
         }
 
     def models(self) -> list[ModelStatus]:
-        return [ModelStatus(s.model.info, s.state == "ready", s.reason) for s in self.registry.slots.values()]
+        return [
+            ModelStatus(s.model.info, s.state == READY, s.state == LOADING, s.reason)
+            for s in self.registry.slots.values()
+        ]
 
     async def embed(self, data: bytes, model_name: str = "", top_tags: int = 0) -> EmbedResult:
         model = self.registry.get(model_name)

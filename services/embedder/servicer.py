@@ -12,7 +12,7 @@ from services.embedder.service import Embedder
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 
 
-def model_pb(info: ModelInfo, available: bool, reason: str) -> pb.ModelInfo:
+def model_pb(info: ModelInfo, available: bool, reason: str, loading: bool = False) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=info.name,
         version=info.version,
@@ -23,6 +23,7 @@ def model_pb(info: ModelInfo, available: bool, reason: str) -> pb.ModelInfo:
         available=available,
         unavailable_reason=reason,
         produces_tags=info.produces_tags,
+        loading=loading,
     )
 
 
@@ -31,7 +32,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         self.embedder = embedder
 
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
-        models = [model_pb(s.info, s.available, s.reason) for s in self.embedder.models()]
+        models = [model_pb(s.info, s.available, s.reason, s.loading) for s in self.embedder.models()]
         return pb.ListModelsResponse(models=models, default_model=self.embedder.registry.default_name)
 
     async def Embed(self, request_iterator, context):  # type: ignore[no-untyped-def]

@@ -55,7 +55,9 @@ class EmbedderClient(_Client):
 
     async def models(self) -> tuple[list[ModelStatus], str]:
         response = await self._call("ListModels", emb.ListModelsRequest())
-        models = [ModelStatus(m.name, m.version, m.dim, m.available, m.unavailable_reason) for m in response.models]
+        models = [
+            ModelStatus(m.name, m.version, m.dim, m.available, m.unavailable_reason, m.loading) for m in response.models
+        ]
         return models, response.default_model
 
     async def embed(self, data: bytes, model: str, top_tags: int) -> Embedded:

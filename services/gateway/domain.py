@@ -19,6 +19,7 @@ class ModelStatus:
     dim: int
     available: bool
     reason: str
+    loading: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

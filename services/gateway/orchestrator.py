@@ -19,6 +19,7 @@ from services.common.errors import (
     PermissionDenied,
     ResourceExhausted,
     ServiceError,
+    Unavailable,
 )
 from services.gateway.domain import (
     CatalogPort,
@@ -101,6 +102,11 @@ class Gateway:
         status = next((m for m in models if m.name == model), None)
         if status is None:
             raise InvalidArgument(f"unknown model {model!r}; available: {', '.join(m.name for m in models)}")
+        if status.loading:
+            raise Unavailable(
+                f"model {model} is still loading (first start downloads its weights); retry shortly, "
+                "or choose another model (e.g. spectral-v1)"
+            )
         if not status.available:
             raise FailedPrecondition(f"model {model} is unavailable: {status.reason}")
         library = await self.catalog.create_library(name, status.name, status.dim, description)

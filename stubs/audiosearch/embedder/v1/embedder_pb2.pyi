@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags")
+    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class ModelInfo(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     PRODUCES_TAGS_FIELD_NUMBER: _ClassVar[int]
+    LOADING_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
@@ -26,7 +27,8 @@ class ModelInfo(_message.Message):
     available: bool
     unavailable_reason: str
     produces_tags: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ...) -> None: ...
+    loading: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
