@@ -34,7 +34,9 @@ class Stack:
         return self.servers[name].address
 
 
-async def start_stack(tmp_path: Path, **gateway_overrides: object) -> Stack:
+async def start_stack(
+    tmp_path: Path, embedder_overrides: dict[str, object] | None = None, **gateway_overrides: object
+) -> Stack:
     data = tmp_path / "data"
     roots = tmp_path / "allowed"
     roots.mkdir()
@@ -44,14 +46,13 @@ async def start_stack(tmp_path: Path, **gateway_overrides: object) -> Stack:
     servers["catalog"] = await server.start(await catalog_main.build(catalog_config), catalog_config)
     search_config = cfg.load(SearchConfig, environ={}, **base)
     servers["search"] = await server.start(await search_main.build(search_config), search_config)
-    embedder_config = cfg.load(
-        EmbedderConfig,
-        environ={},
-        **base,
-        cnn14_checkpoint=tmp_path / "no-weights" / "Cnn14.pth",
-        cnn14_download=False,
-        batch_wait_ms=2.0,
-    )
+    embedder_settings = {
+        "cnn14_checkpoint": tmp_path / "no-weights" / "Cnn14.pth",
+        "cnn14_download": False,
+        "batch_wait_ms": 2.0,
+        **(embedder_overrides or {}),
+    }
+    embedder_config = cfg.load(EmbedderConfig, environ={}, **base, **embedder_settings)
     servers["embedder"] = await server.start(await embedder_main.build(embedder_config), embedder_config)
     gateway_config = cfg.load(
         GatewayConfig,

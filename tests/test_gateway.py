@@ -263,7 +263,7 @@ async def test_delete_library_removes_items_and_vectors(stack) -> None:  # type:
     await populate(stack, n=1, library="gone")
 
 
-async def test_deadline_is_honoured(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_an_expired_client_deadline_leaves_the_service_serving(stack) -> None:  # type: ignore[no-untyped-def]
     await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="slow"))
     long_clip = encode(sound(2, seconds=60.0))
     await expect_code(
@@ -272,3 +272,35 @@ async def test_deadline_is_honoured(stack) -> None:  # type: ignore[no-untyped-d
     )
     # The service is fine afterwards.
     assert (await stack.gateway.InsertAudio(insert_stream("slow", "short.wav", encode(sound(2))))).created
+
+
+async def test_cnn14_library_stores_audioset_tags_and_filters_on_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from services.embedder.models.cnn14 import Cnn14
+    from tests.conftest import start_stack, stop_stack
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "Cnn14_mAP=0.431.pth"
+    torch.save({"model": Cnn14().state_dict()}, checkpoint)
+    stack = await start_stack(tmp_path, {"cnn14_checkpoint": checkpoint, "device": "cpu"})
+    try:
+        lib = (await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="tagged"))).library
+        assert (lib.model, lib.dim) == ("panns-cnn14", 2048)  # the default once weights are present
+        items = []
+        for seed in range(3):
+            response = await stack.gateway.InsertAudio(
+                insert_stream("tagged", f"s{seed}.wav", encode(sound(seed, 3.0)))
+            )
+            items.append(response.item)
+        assert all(len(item.auto_tags) == 5 for item in items)
+        label = items[0].auto_tags[0].label
+        assert label == label.lower() and 0 <= items[0].auto_tags[0].score <= 1
+        response = await stack.gateway.SearchAudio(
+            search_stream(pb.SearchParams(library="tagged", top_k=3, tags=[label]), encode(sound(0, 3.0)))
+        )
+        expected = {i.id for i in items if label in {t.label for t in i.auto_tags}}
+        assert {r.item.id for r in response.results} == expected and response.model == "panns-cnn14"
+        assert response.results[0].item.id == items[0].id
+    finally:
+        await stop_stack(stack)

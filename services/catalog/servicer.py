@@ -6,20 +6,14 @@ import asyncio
 
 from audiosearch.catalog.v1 import catalog_pb2 as pb
 from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.catalog.repository import Catalog, ItemRecord, LibraryRecord, NewItem
 from services.catalog.tables import DELETING, PENDING, READY
+from services.common.convert import timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
 STATES = {PENDING: pb.ITEM_STATE_PENDING, READY: pb.ITEM_STATE_READY, DELETING: pb.ITEM_STATE_DELETING}
 STATE_NAMES = {v: k for k, v in STATES.items()}
-
-
-def _ts(value) -> Timestamp:  # type: ignore[no-untyped-def]
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def library_pb(lib: LibraryRecord) -> pb.Library:
@@ -29,7 +23,7 @@ def library_pb(lib: LibraryRecord) -> pb.Library:
         model_name=lib.model_name,
         model_dim=lib.model_dim,
         description=lib.description,
-        create_time=_ts(lib.created_at),
+        create_time=timestamp(lib.created_at),
     )
 
 
@@ -45,7 +39,7 @@ def item_pb(item: ItemRecord) -> pb.Item:
         channels=item.channels,
         user_tags=item.user_tags,
         auto_tags=[pb.Tag(label=label, score=score) for label, score in item.auto_tags],
-        create_time=_ts(item.created_at),
+        create_time=timestamp(item.created_at),
         state=STATES[item.state],
     )
 

@@ -118,8 +118,10 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
                 (added if result.created else existing).append(item_dict(result.item))
     doc = {"library": lib.name, "model": lib.model, "added": len(added), "existing": len(existing), "failed": failed}
     text = f"{lib.name} ({lib.model}): {len(added)} added, {len(existing)} already indexed, {len(failed)} failed"
-    for f in failed:
+    for f in failed[:20]:
         text += f"\n  failed: {f['path']}: {f['code']}: {f['message']}"
+    if len(failed) > 20:
+        text += f"\n  ... and {len(failed) - 20} more (--json lists all)"
     if failed:
         raise SystemExitWith(doc, text, 1)
     return doc, text

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import uploads
+from services.common.convert import timestamp
 from services.gateway.domain import Item, Library
 from services.gateway.orchestrator import Gateway
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-def _ts(value) -> Timestamp:  # type: ignore[no-untyped-def]
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def library_pb(lib: Library) -> pb.Library:
     return pb.Library(
-        name=lib.name, model=lib.model, dim=lib.dim, description=lib.description, create_time=_ts(lib.created_at)
+        name=lib.name, model=lib.model, dim=lib.dim, description=lib.description, create_time=timestamp(lib.created_at)
     )
 
 
@@ -37,7 +31,7 @@ def item_pb(item: Item) -> pb.AudioItem:
         channels=item.channels,
         user_tags=item.user_tags,
         auto_tags=[pb.Tag(label=label, score=score) for label, score in item.auto_tags],
-        create_time=_ts(item.created_at),
+        create_time=timestamp(item.created_at),
     )
 
 
