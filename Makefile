@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint lint test test-fast demo samples serve clean
+.PHONY: all venv proto proto-check buf-lint lint test demo samples eval serve clean
 
 all: venv
 
@@ -42,7 +42,7 @@ buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests scripts
+	$(VENV)/bin/ruff check services tests scripts eval
 
 # Real audio for the demo and benchmarks: CC0 samples from Debian's sonic-pi-samples.
 $(SAMPLES)/.fetched:
@@ -53,6 +53,15 @@ samples: $(SAMPLES)/.fetched
 
 test: $(VENV)/.installed proto-check buf-lint lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Retrieval quality on real recordings (see eval/run.py); about 10 minutes here.
+EVAL_CORPUS := eval/.cache/corpus
+$(EVAL_CORPUS)/.fetched:
+	bash eval/fetch_corpus.sh $(EVAL_CORPUS)
+	touch $@
+
+eval: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
+	$(PY) eval/run.py --corpus $(EVAL_CORPUS) --out eval/results
 
 demo: proto $(SAMPLES)/.fetched
 	$(PY) scripts/demo.py --samples $(SAMPLES)

@@ -41,3 +41,27 @@ def encode(samples: np.ndarray, rate: int = RATE, fmt: str = "WAV", channels: in
 
 def excerpt(samples: np.ndarray, start: float, end: float, rate: int = RATE, gain: float = 0.5) -> np.ndarray:
     return (samples[int(start * rate) : int(end * rate)] * gain).astype(np.float32)
+
+
+def music(seed: int, seconds: float, rate: int = 22050) -> np.ndarray:
+    """Two voices of random notes (random lengths, timbres and onsets) and
+    drum hits: enough structure for landmarks, and no repeating bar."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(seconds * rate) + rate, dtype=np.float32)
+    for _voice in range(2):
+        start = 0.0
+        while start < seconds:
+            length = rng.uniform(0.12, 0.6)
+            t = np.arange(int(length * rate)) / rate
+            f0 = 80 * 2 ** (rng.uniform(0, 48) / 12)
+            amps = rng.uniform(0.1, 1.0, 5)
+            note = sum(a * np.sin(2 * np.pi * f0 * (h + 1) * t) for h, a in enumerate(amps)) * np.exp(
+                -t * rng.uniform(2, 10)
+            )
+            i = int(start * rate)
+            out[i : i + len(t)] += 0.2 * note.astype(np.float32)
+            if rng.random() < 0.3:
+                out[i : i + 800] += (0.3 * rng.standard_normal(800) * np.exp(-np.arange(800) / 150)).astype(np.float32)
+            start += length * rng.uniform(0.7, 1.3)
+    out = out[: int(seconds * rate)]
+    return out / np.abs(out).max() * 0.8

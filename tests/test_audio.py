@@ -18,22 +18,25 @@ def test_decodes_formats_rates_and_channels_to_mono(fmt: str, rate: int, channel
     if fmt == "MP3":
         channels = min(channels, 2)  # and at most two channels
     data = encode(sound(1, seconds=1.5, rate=rate), rate=rate, fmt=fmt, channels=channels)
-    decoded = decode(data, max_seconds=60)
+    decoded = decode(data, max_seconds=60, target_rate=rate)
     assert decoded.samples.ndim == 1 and decoded.samples.dtype == np.float32
-    assert (decoded.sample_rate, decoded.channels) == (rate, channels)
+    assert (decoded.sample_rate, decoded.source_rate, decoded.channels) == (rate, rate, channels)
     assert decoded.duration == pytest.approx(1.5, abs=0.1)  # MP3 adds encoder padding
     assert len(decoded.sha256) == 64
+    resampled = decode(data, max_seconds=60, target_rate=8000)
+    assert resampled.sample_rate == 8000 and resampled.source_rate == rate
+    assert len(resampled.samples) == pytest.approx(decoded.duration * 8000, abs=20)
 
 
 def test_rejects_empty_garbage_and_too_long() -> None:
     with pytest.raises(InvalidArgument, match="empty"):
-        decode(b"", 60)
+        decode(b"", 60, 16000)
     with pytest.raises(InvalidArgument, match="decode"):
-        decode(b"RIFF not really a wave file" * 10, 60)
+        decode(b"RIFF not really a wave file" * 10, 60, 16000)
     with pytest.raises(InvalidArgument, match="decode"):
-        decode(bytes(range(256)) * 40, 60)
+        decode(bytes(range(256)) * 40, 60, 16000)
     with pytest.raises(ResourceExhausted, match="limit"):
-        decode(encode(sound(1, seconds=3.0)), max_seconds=2)
+        decode(encode(sound(1, seconds=3.0)), max_seconds=2, target_rate=16000)
 
 
 def test_resample_keeps_duration_and_pitch() -> None:
@@ -55,3 +58,21 @@ def test_frame_covers_the_whole_signal() -> None:
     assert len(short) == 1 and len(short[0]) == 100 and offsets == [0.0]  # padded to min, not to the window
     mid, _ = frame(np.ones(150, dtype=np.float32), rate, 2.0, 0.5, min_s=1.0)
     assert len(mid) == 1 and len(mid[0]) == 150
+
+
+def test_long_audio_is_decoded_without_whole_copies() -> None:
+    """Three minutes of 48 kHz stereo: the float copy would be 69 MB; only
+    the mono 8 kHz result (5.8 MB) and small blocks may exist at once."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    seconds, rate = 180, 48000
+    stereo = (rng.standard_normal((seconds * rate, 2)) * 0.1).astype(np.float32)
+    data = encode(stereo[:, 0], rate=rate, fmt="WAV", channels=2)
+    del stereo
+    tracemalloc.start()
+    decoded = decode(data, max_seconds=3600, target_rate=8000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert decoded.duration == pytest.approx(seconds) and decoded.channels == 2
+    assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"

@@ -73,7 +73,7 @@ def test_migrations_match_the_models_and_rerun_cleanly(database_url: str) -> Non
     # Index/constraint naming differences are not schema drift; columns and tables are.
     real = [d for d in diffs if d[0] in ("add_table", "remove_table", "add_column", "remove_column")]
     assert real == [], real
-    assert version == "0001"
+    assert version == "0002"
     assert {"library", "audio_item", "item_tag"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
@@ -81,9 +81,18 @@ def test_migrations_match_the_models_and_rerun_cleanly(database_url: str) -> Non
 def test_upgrade_keeps_existing_data(database_url: str) -> None:
     engine = make_engine(database_url)
     migrate(engine, "0001")
-    Catalog(engine).create_library("kept", "spectral-v1", 192)
+    with engine.begin() as conn:  # a library written by the 0001 schema
+        conn.execute(
+            text(
+                "INSERT INTO library (name, model_name, model_dim, description, created_at) "
+                "VALUES ('kept', 'spectral-v1', 192, '', '2026-01-01 00:00:00')"
+            )
+        )
     migrate(engine)
-    assert Catalog(engine).get_library("kept").model_dim == 192
+    kept = Catalog(engine).get_library("kept")
+    assert (kept.model_dim, kept.window_seconds, kept.hop_seconds) == (192, 0.0, 0.0)
+    Catalog(engine).create_library("new", "fingerprint-v1", 2048, window_seconds=3.0, hop_seconds=1.0)
+    assert Catalog(engine).get_library("new").window_seconds == 3.0
     engine.dispose()
 
 

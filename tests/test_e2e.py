@@ -115,7 +115,7 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
 
     code, report = cli(env, "index", str(folder), "--library", "e2e")
     assert code == 0, report
-    assert (report["added"], report["existing"], report["failed"], report["model"]) == (6, 0, [], "spectral-v1")
+    assert (report["added"], report["existing"], report["failed"], report["model"]) == (6, 0, [], "fingerprint-v1")
     code, report = cli(env, "index", str(folder), "--library", "e2e")
     assert code == 0 and (report["added"], report["existing"]) == (0, 6)
 
@@ -124,8 +124,9 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "3")
     assert code == 0
     assert results[0]["name"] == "sound3.mp3", results
-    assert {"id", "name", "score", "source_uri"} <= set(results[0])
+    assert {"id", "name", "score", "source_uri", "item_range", "query_range"} <= set(results[0])
     assert results[0]["source_uri"] == str(folder / "nested" / "sound3.mp3")
+    assert results[0]["item_range"][0] == pytest.approx(2.0, abs=0.5)  # the excerpt started at 2 s
     top_id = results[0]["id"]
 
     code, item = cli(env, "get", str(top_id))
@@ -140,7 +141,9 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     code, _ = cli(env, "delete", str(top_id))
     assert code == 0
     code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5")
-    assert top_id not in [r["id"] for r in results]
+    assert code == 0 and results == []  # the fingerprint finds no other source for this excerpt
+    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5", "--min-score", "-1")
+    assert len(results) == 5 and top_id not in [r["id"] for r in results]
     code, stats = cli(env, "stats")
     (lib,) = stats["libraries"]
     assert (int(lib["items"]), int(lib["indexed_items"])) == (5, 5) and int(lib["vectors"]) < vectors
@@ -163,8 +166,12 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
 
     # A restart finds everything where it was (released Milvus collections are loaded).
     start()
-    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5")
+    code, results = cli(env, "search", str(query), "--library", "e2e", "--top-k", "5", "--min-score", "-1")
     assert code == 0 and len(results) == 5 and top_id not in [r["id"] for r in results]
+    survivor = tmp_path / "survivor.wav"
+    sf.write(survivor, excerpt(sound(4, seconds=8.0), 1.0, 4.0), 44100)
+    code, results = cli(env, "search", str(survivor), "--library", "e2e")
+    assert code == 0 and results[0]["name"] == "sound4.wav"
     code, stats = cli(env, "stats")
     assert int(stats["libraries"][0]["items"]) == 5
 

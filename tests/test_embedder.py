@@ -41,20 +41,23 @@ async def test_models_and_embedding_without_weights(tmp_path: Path) -> None:
     try:
         listing = await stub.ListModels(pb.ListModelsRequest())
         models = {m.name: m for m in listing.models}
-        assert listing.default_model == "spectral-v1"
+        assert listing.default_model == "fingerprint-v1"
         assert models["spectral-v1"].available and models["spectral-v1"].dim == 192
+        assert models["fingerprint-v1"].available and models["fingerprint-v1"].min_evidence > 0
         assert not models["panns-cnn14"].available
         assert "missing.pth" in models["panns-cnn14"].unavailable_reason
 
         data = encode(sound(2, seconds=5.0, rate=48000), rate=48000, fmt="FLAC", channels=2)
         response = await stub.Embed(request_stream(data))
-        assert response.model.name == "spectral-v1"
+        assert response.model.name == "fingerprint-v1"
         assert (response.audio.sample_rate, response.audio.channels) == (48000, 2)
         assert response.audio.duration_seconds == pytest.approx(5.0)
         offsets = [w.offset_seconds for w in response.windows]
         assert offsets[0] == 0 and offsets[-1] == pytest.approx(3.0) and len(offsets) == 7
-        vectors = np.array([w.vector for w in response.windows])
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+        assert response.model.sparse and not response.windows[0].vector
+        norms = [np.linalg.norm(w.sparse.values) for w in response.windows]
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        assert all(list(w.sparse.indices) == sorted(w.sparse.indices) for w in response.windows)
 
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Embed(request_stream(data, model="panns-cnn14"))
@@ -70,6 +73,25 @@ async def test_models_and_embedding_without_weights(tmp_path: Path) -> None:
             await stub.Embed(iter([]))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (await stub.Embed(request_stream(data))).windows  # still serving
+
+        custom = await stub.Embed(
+            iter(
+                [
+                    pb.EmbedRequest(
+                        options=pb.EmbedOptions(model="spectral-v1", window_seconds=3, hop_seconds=1), chunk=data
+                    )
+                ]
+            )
+        )
+        assert (custom.model.window_seconds, custom.model.hop_seconds) == (3, 1)
+        assert [w.offset_seconds for w in custom.windows] == [0, 1, 2]
+        dense = np.array([w.vector for w in custom.windows])
+        np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
+        for window, hop in [(0.01, 0), (100, 0), (2, 3)]:
+            bad = pb.EmbedOptions(model="spectral-v1", window_seconds=window, hop_seconds=hop)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Embed(iter([pb.EmbedRequest(options=bad, chunk=data)]))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await channel.close()
         await running.stop()

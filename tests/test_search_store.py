@@ -97,5 +97,42 @@ def test_distinct_items_returns_one_best_window_per_item(store: VectorStore) -> 
     )
     (crowded,) = store.search("lib", "m", 8, [query], 3)
     assert {h.item_id for h in crowded} == {1}
-    (distinct,) = store.search("lib", "m", 8, [query], 3, distinct_items=True)
+    (distinct,) = store.search("lib", "m", 8, [query], 3, hits_per_item=1)
     assert sorted(h.item_id for h in distinct) == [1, 2, 3]
+
+
+def test_sparse_collections(store: VectorStore) -> None:
+    from services.common.vectors import Sparse
+
+    def sparse(*indices: int) -> Sparse:
+        idx = np.array(sorted(indices), dtype=np.uint32)
+        return Sparse(idx, np.full(len(idx), 1 / np.sqrt(len(idx)), dtype=np.float32))
+
+    store.create("fp", "fingerprint-v1", 1 << 22, sparse=True)
+    assert not store.create("fp", "fingerprint-v1", 1 << 22, sparse=True)
+    store.upsert(
+        "fp",
+        "fingerprint-v1",
+        1 << 22,
+        [
+            WindowVector(1, 0, 0.0, sparse(1, 2, 3, 4)),
+            WindowVector(1, 1, 0.5, sparse(5, 6, 7, 8)),
+            WindowVector(2, 0, 0.0, sparse(3, 4, 9, 10)),
+            WindowVector(3, 0, 0.0, Sparse(np.zeros(0, np.uint32), np.zeros(0, np.float32))),  # silence
+        ],
+    )
+    store.flush()
+    (hits,) = store.search("fp", "fingerprint-v1", 1 << 22, [sparse(5, 6, 7, 100)], 5, hits_per_item=1)
+    assert (hits[0].item_id, hits[0].window, hits[0].offset) == (1, 1, 0.5)
+    assert hits[0].score == pytest.approx(0.75, abs=1e-5)
+    assert 3 not in [h.item_id for h in hits if h.score > 1e-3]
+    (window,) = [w for w in store.get("fp", 1) if w.window == 1]
+    assert list(window.vector.indices) == [5, 6, 7, 8]
+    with pytest.raises(InvalidArgument, match="sparse"):
+        store.upsert("fp", "fingerprint-v1", 1 << 22, [WindowVector(4, 0, 0, unit(1))])
+    with pytest.raises(InvalidArgument, match="range"):
+        store.upsert("fp", "fingerprint-v1", 1 << 22, [WindowVector(4, 0, 0, sparse(1 << 22))])
+    with pytest.raises(InvalidArgument, match="dense"):
+        store.create("d", "m", 8)
+        store.upsert("d", "m", 8, [WindowVector(4, 0, 0, sparse(1))])
+    assert [s.sparse for s in store.stats()] == [False, True] or [s.sparse for s in store.stats()] == [True, False]

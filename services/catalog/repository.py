@@ -30,6 +30,8 @@ class LibraryRecord:
     model_dim: int
     description: str
     created_at: datetime
+    window_seconds: float = 0.0
+    hop_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,16 @@ def _now() -> datetime:
 
 def _library_record(lib: Library) -> LibraryRecord:
     assert lib.id is not None
-    return LibraryRecord(lib.id, lib.name, lib.model_name, lib.model_dim, lib.description, lib.created_at)
+    return LibraryRecord(
+        lib.id,
+        lib.name,
+        lib.model_name,
+        lib.model_dim,
+        lib.description,
+        lib.created_at,
+        lib.window_seconds,
+        lib.hop_seconds,
+    )
 
 
 def encode_token(last_id: int) -> str:
@@ -124,15 +135,31 @@ class Catalog:
             raise NotFound(f"library {name!r} does not exist")
         return lib
 
-    def create_library(self, name: str, model_name: str, model_dim: int, description: str = "") -> LibraryRecord:
+    def create_library(
+        self,
+        name: str,
+        model_name: str,
+        model_dim: int,
+        description: str = "",
+        window_seconds: float = 0.0,
+        hop_seconds: float = 0.0,
+    ) -> LibraryRecord:
         validate_library_name(name)
         if not model_name or model_dim <= 0:
             raise InvalidArgument("a library needs a model name and a positive dimension")
         if len(description) > 1024:
             raise InvalidArgument("description is longer than 1024 characters")
+        if window_seconds < 0 or hop_seconds < 0:
+            raise InvalidArgument("window and hop must not be negative")
         with self._session() as session:
             lib = Library(
-                name=name, model_name=model_name, model_dim=model_dim, description=description, created_at=_now()
+                name=name,
+                model_name=model_name,
+                model_dim=model_dim,
+                description=description,
+                created_at=_now(),
+                window_seconds=window_seconds,
+                hop_seconds=hop_seconds,
             )
             session.add(lib)
             try:

@@ -24,6 +24,8 @@ def library_pb(lib: LibraryRecord) -> pb.Library:
         model_dim=lib.model_dim,
         description=lib.description,
         create_time=timestamp(lib.created_at),
+        window_seconds=lib.window_seconds,
+        hop_seconds=lib.hop_seconds,
     )
 
 
@@ -53,7 +55,13 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     async def CreateLibrary(self, request, context):  # type: ignore[no-untyped-def]
         lib = await self._run(
-            self.catalog.create_library, request.name, request.model_name, request.model_dim, request.description
+            self.catalog.create_library,
+            request.name,
+            request.model_name,
+            request.model_dim,
+            request.description,
+            request.window_seconds,
+            request.hop_seconds,
         )
         return pb.CreateLibraryResponse(library=library_pb(lib))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, so use that there.
@@ -23,6 +23,10 @@ class Library(SQLModel, table=True):
     model_dim: int = Field(sa_column=Column(Integer, nullable=False))
     description: str = Field(default="", sa_column=Column(String(1024), nullable=False, default=""))
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    # Window length and hop in seconds (0: the model's defaults; rows from
+    # before migration 0002 have 0).
+    window_seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+    hop_seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
 
 
 class AudioItem(SQLModel, table=True):

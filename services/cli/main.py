@@ -69,7 +69,9 @@ def file_chunks(path: Path, first: Any, make: Any) -> Iterator[Any]:
             yield make(None, block)
 
 
-def ensure_library(client: pb_grpc.GatewayServiceStub, name: str, model: str) -> pb.Library:
+def ensure_library(
+    client: pb_grpc.GatewayServiceStub, name: str, model: str, window: float = 0.0, hop: float = 0.0
+) -> pb.Library:
     for lib in client.ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT).libraries:
         if lib.name == name:
             if model and lib.model != model:
@@ -79,10 +81,11 @@ def ensure_library(client: pb_grpc.GatewayServiceStub, name: str, model: str) ->
                 )
             return lib
     try:
-        return client.CreateLibrary(pb.CreateLibraryRequest(name=name, model=model), timeout=TIMEOUT).library
+        request = pb.CreateLibraryRequest(name=name, model=model, window_seconds=window, hop_seconds=hop)
+        return client.CreateLibrary(request, timeout=TIMEOUT).library
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # created concurrently
-            return ensure_library(client, name, model)
+            return ensure_library(client, name, model, window, hop)
         raise
 
 
@@ -94,7 +97,7 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
 
     client = stub()
     files = list(audio_files(args.paths))
-    lib = ensure_library(client, args.library, args.model)
+    lib = ensure_library(client, args.library, args.model, args.window, args.hop)
     added, existing, failed = [], [], []
 
     def insert(path: Path) -> tuple[Path, Any]:
@@ -129,7 +132,9 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     client = stub()
-    params = pb.SearchParams(library=args.library, top_k=args.top_k, item_id=args.like or 0, tags=args.tag)
+    params = pb.SearchParams(
+        library=args.library, top_k=args.top_k, item_id=args.like or 0, tags=args.tag, min_score=args.min_score
+    )
     if args.like:
         if args.file:
             raise CliError("INVALID_ARGUMENT", "give either FILE or --like ID, not both")
@@ -149,18 +154,20 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
         d.update(
             rank=rank,
             score=round(r.score, 6),
-            match_offset_seconds=round(r.match_offset_seconds, 3),
-            query_offset_seconds=round(r.query_offset_seconds, 3),
+            evidence=round(r.evidence, 6),
+            item_range=[round(r.item_range.start_seconds, 2), round(r.item_range.end_seconds, 2)],
+            query_range=[round(r.query_range.start_seconds, 2), round(r.query_range.end_seconds, 2)],
         )
         results.append(d)
-    lines = [f"{'#':>3}  {'score':>6}  {'id':>6}  {'duration':>8}  name  (source)"]
+    lines = [f"{'#':>3}  {'score':>6}  {'id':>6}  {'duration':>8}  {'match in item':>15}  name  (source)"]
     for d in results:
+        span = f"{d['item_range'][0]:.1f}-{d['item_range'][1]:.1f}s"
         lines.append(
-            f"{d['rank']:>3}  {d['score']:6.3f}  {d['id']:>6}  {d['duration_seconds']:7.2f}s  "
+            f"{d['rank']:>3}  {d['score']:6.3f}  {d['id']:>6}  {d['duration_seconds']:7.2f}s  {span:>15}  "
             f"{d['name']}  ({d['source_uri']})"
         )
     if not results:
-        lines.append("  no results")
+        lines.append(f"  no match (no item reaches the {response.model} threshold; --min-score -1 shows all)")
     return results, "\n".join(lines)
 
 
@@ -282,12 +289,20 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="", help="model for a new library (default: the server's default)")
     c.add_argument("--tag", action="append", default=[], help="tag every file (repeatable)")
     c.add_argument("--jobs", type=int, default=4, help="parallel uploads")
+    c.add_argument("--window", type=float, default=0.0, help="window length in s for a new library (model default)")
+    c.add_argument("--hop", type=float, default=0.0, help="window hop in s for a new library (model default)")
     c = command("search", cmd_search, "find the items most similar to a clip")
     c.add_argument("file", nargs="?")
     c.add_argument("--like", type=int, help="search with an indexed item instead of a file")
     c.add_argument("--library", default="default")
     c.add_argument("--top-k", type=int, default=10)
     c.add_argument("--tag", action="append", default=[], help="only items with this tag (repeatable: any of)")
+    c.add_argument(
+        "--min-score",
+        type=float,
+        default=0.0,
+        help="drop results below this score (0: the model's calibrated threshold; -1: keep all)",
+    )
     c = command("get", cmd_get, "show one item")
     c.add_argument("id", type=int)
     c = command("ls", cmd_ls, "list items")

@@ -14,6 +14,8 @@ import numpy as np
 
 from services.embedder.models.base import EmbeddingModel, Embeddings
 
+MAX_IN_FLIGHT = 2  # batches per request queued at once
+
 
 @dataclasses.dataclass
 class _Job:
@@ -30,29 +32,38 @@ class Batcher:
         self.calls = 0  # model calls made, for tests and metrics
 
     async def embed(self, windows: list[np.ndarray]) -> Embeddings:
-        """Embeds windows of any lengths; equal lengths are batched together."""
+        """Embeds windows of any lengths; equal lengths are batched together.
+        At most `MAX_IN_FLIGHT` batches of one request exist as copies at a
+        time, so a long recording is never duplicated whole."""
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
         loop = asyncio.get_running_loop()
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(windows):
             groups.setdefault(len(w), []).append(i)
-        jobs = []
-        for indices in groups.values():
-            for start in range(0, len(indices), self.max_batch):
-                part = indices[start : start + self.max_batch]
-                job = _Job(np.stack([windows[i] for i in part]), loop.create_future())
-                self._queue.put_nowait(job)
-                jobs.append((part, job))
         vectors = np.zeros((len(windows), self.model.info.dim), dtype=np.float32)
         tags: np.ndarray | None = None
-        for part, job in jobs:
+        in_flight: list[tuple[list[int], _Job]] = []
+
+        async def collect(part: list[int], job: _Job) -> None:
+            nonlocal tags
             result = await job.future
             vectors[part] = result.vectors
             if result.tag_scores is not None:
                 if tags is None:
                     tags = np.zeros((len(windows), result.tag_scores.shape[1]), dtype=np.float32)
                 tags[part] = result.tag_scores
+
+        for indices in groups.values():
+            for start in range(0, len(indices), self.max_batch):
+                part = indices[start : start + self.max_batch]
+                job = _Job(np.stack([windows[i] for i in part]), loop.create_future())
+                self._queue.put_nowait(job)
+                in_flight.append((part, job))
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    await collect(*in_flight.pop(0))
+        for part, job in in_flight:
+            await collect(part, job)
         return Embeddings(vectors, tags)
 
     async def _run(self) -> None:

@@ -14,9 +14,9 @@ DEFAULT_CHECKPOINT = Path("~/.cache/audiosearch/Cnn14_mAP=0.431.pth").expanduser
 class EmbedderConfig(ServerConfig):
     listen: str = "127.0.0.1:50052"
     # Models to offer, by name.
-    models: tuple[str, ...] = ("panns-cnn14", "spectral-v1")
+    models: tuple[str, ...] = ("panns-cnn14", "fingerprint-v1", "spectral-v1")
     # Used when a request names no model; "auto" prefers Cnn14 when its
-    # weights are present, else the weights-free spectral-v1.
+    # weights are present, else the weights-free fingerprint-v1.
     default_model: str = "auto"
     cnn14_checkpoint: Path = DEFAULT_CHECKPOINT
     # Download the checkpoint (md5-checked) when it is missing.

@@ -16,6 +16,9 @@ from services.embedder.models.base import EmbeddingModel, ModelUnavailable
 log = logging.getLogger(__name__)
 
 LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
+KNOWN_MODELS = ("panns-cnn14", "fingerprint-v1", "spectral-v1")
+# Without Cnn14 weights, the default is the weights-free fingerprint.
+WEIGHTS_FREE_DEFAULT = "fingerprint-v1"
 
 
 @dataclasses.dataclass
@@ -29,7 +32,11 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
     """The models named in config; imports torch only when Cnn14 is wanted."""
     models: list[EmbeddingModel] = []
     for name in config.models:
-        if name == "spectral-v1":
+        if name == "fingerprint-v1":
+            from services.embedder.models.fingerprint import FingerprintModel
+
+            models.append(FingerprintModel())
+        elif name == "spectral-v1":
             from services.embedder.models.spectral import SpectralModel
 
             models.append(SpectralModel())
@@ -41,7 +48,7 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
             source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
             models.append(Cnn14Model(config.cnn14_checkpoint, config.cnn14_download, config.device, source))
         else:
-            raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: panns-cnn14, spectral-v1")
+            raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: {', '.join(KNOWN_MODELS)}")
     return models
 
 
@@ -85,7 +92,9 @@ class Registry:
         if cnn14 is not None and cnn14.state in (READY, LOADING):
             return "panns-cnn14"
         ready = [name for name, slot in self.slots.items() if slot.state == READY]
-        return "spectral-v1" if "spectral-v1" in ready else (ready[0] if ready else next(iter(self.slots)))
+        if WEIGHTS_FREE_DEFAULT in ready:
+            return WEIGHTS_FREE_DEFAULT
+        return ready[0] if ready else next(iter(self.slots))
 
     def get(self, name: str) -> EmbeddingModel:
         name = name or self.default_name

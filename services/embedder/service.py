@@ -7,10 +7,12 @@ import dataclasses
 
 import numpy as np
 
+from services.common.errors import InvalidArgument
+from services.common.vectors import Vector
 from services.embedder import audio
 from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
-from services.embedder.models.base import ModelInfo
+from services.embedder.models.base import Embeddings, ModelInfo
 from services.embedder.registry import LOADING, READY, Registry
 
 
@@ -27,18 +29,34 @@ class Window:
     index: int
     offset: float
     duration: float
-    vector: np.ndarray
+    vector: Vector
 
 
 @dataclasses.dataclass
 class EmbedResult:
     model: ModelInfo
+    window: float
+    hop: float
     duration: float
     sample_rate: int
     channels: int
     sha256: str
     windows: list[Window]
     tags: list[tuple[str, float]]
+
+
+MAX_WINDOW_SECONDS = 60.0
+
+
+def window_and_hop(info: ModelInfo, window: float, hop: float) -> tuple[float, float]:
+    """The model's defaults where 0, validated otherwise."""
+    window = window or info.window_seconds
+    hop = hop or min(info.hop_seconds, window)
+    if not info.min_seconds <= window <= MAX_WINDOW_SECONDS:
+        raise InvalidArgument(f"window must be {info.min_seconds}-{MAX_WINDOW_SECONDS} s for {info.name}, got {window}")
+    if not 0.05 <= hop <= window:
+        raise InvalidArgument(f"hop must be between 0.05 s and the window ({window} s), got {hop}")
+    return window, hop
 
 
 class Embedder:
@@ -54,17 +72,30 @@ class Embedder:
             for s in self.registry.slots.values()
         ]
 
-    async def embed(self, data: bytes, model_name: str = "", top_tags: int = 0) -> EmbedResult:
+    async def embed(
+        self,
+        data: bytes,
+        model_name: str = "",
+        top_tags: int = 0,
+        window: float = 0.0,
+        hop: float = 0.0,
+        query: bool = False,
+    ) -> EmbedResult:
+        """Embeds a recording in windows of `window` s every `hop` s (0: the
+        model's defaults)."""
         model = self.registry.get(model_name)
         info = model.info
-        decoded = await asyncio.to_thread(audio.decode, data, self.config.max_audio_seconds)
-        samples = await asyncio.to_thread(audio.resample, decoded.samples, decoded.sample_rate, info.sample_rate)
-        windows, offsets = audio.frame(
-            samples, info.sample_rate, info.window_seconds, info.hop_seconds, info.min_seconds
-        )
-        embeddings = await self.batchers[info.name].embed(windows)
+        window, hop = window_and_hop(info, window, hop)
+        decoded = await asyncio.to_thread(audio.decode, data, self.config.max_audio_seconds, info.sample_rate)
+        embed_signal = getattr(model, "embed_signal", None)
+        if embed_signal is not None:
+            vectors, offsets = await asyncio.to_thread(embed_signal, decoded.samples, window, hop, query)
+            embeddings = Embeddings(vectors)
+        else:
+            windows, offsets = audio.frame(decoded.samples, info.sample_rate, window, hop, info.min_seconds)
+            embeddings = await self.batchers[info.name].embed(windows)
         result = [
-            Window(i, offset, min(info.window_seconds, decoded.duration - offset), embeddings.vectors[i])
+            Window(i, offset, min(window, decoded.duration - offset), embeddings.vectors[i])
             for i, offset in enumerate(offsets)
         ]
         tags: list[tuple[str, float]] = []
@@ -73,7 +104,9 @@ class Embedder:
             clip = embeddings.tag_scores.max(axis=0)  # a sound anywhere in the clip tags it
             best = np.argsort(-clip)[:top_tags]
             tags = [(labels[i], float(clip[i])) for i in best]
-        return EmbedResult(info, decoded.duration, decoded.sample_rate, decoded.channels, decoded.sha256, result, tags)
+        return EmbedResult(
+            info, window, hop, decoded.duration, decoded.source_rate, decoded.channels, decoded.sha256, result, tags
+        )
 
     async def close(self) -> None:
         for batcher in self.batchers.values():

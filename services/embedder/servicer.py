@@ -6,24 +6,29 @@ from audiosearch.embedder.v1 import embedder_pb2 as pb
 from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 
 from services.common import uploads
+from services.common.convert import vector_fields
 from services.embedder.models.base import ModelInfo
 from services.embedder.service import Embedder
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 
 
-def model_pb(info: ModelInfo, available: bool, reason: str, loading: bool = False) -> pb.ModelInfo:
+def model_pb(
+    info: ModelInfo, available: bool, reason: str, loading: bool = False, window: float = 0.0, hop: float = 0.0
+) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=info.name,
         version=info.version,
         dim=info.dim,
         sample_rate=info.sample_rate,
-        window_seconds=info.window_seconds,
-        hop_seconds=info.hop_seconds,
+        window_seconds=window or info.window_seconds,
+        hop_seconds=hop or info.hop_seconds,
+        min_evidence=info.min_evidence,
         available=available,
         unavailable_reason=reason,
         produces_tags=info.produces_tags,
         loading=loading,
+        sparse=info.sparse,
     )
 
 
@@ -37,9 +42,11 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
 
     async def Embed(self, request_iterator, context):  # type: ignore[no-untyped-def]
         options, data = await uploads.collect(request_iterator, "options", self.embedder.config.max_upload_bytes)
-        result = await self.embedder.embed(data, options.model, options.top_tags)
+        result = await self.embedder.embed(
+            data, options.model, options.top_tags, options.window_seconds, options.hop_seconds, options.query
+        )
         return pb.EmbedResponse(
-            model=model_pb(result.model, True, ""),
+            model=model_pb(result.model, True, "", window=result.window, hop=result.hop),
             audio=pb.AudioInfo(
                 duration_seconds=result.duration,
                 sample_rate=result.sample_rate,
@@ -47,7 +54,12 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
                 sha256=result.sha256,
             ),
             windows=[
-                pb.Window(index=w.index, offset_seconds=w.offset, duration_seconds=w.duration, vector=w.vector.tolist())
+                pb.Window(
+                    index=w.index,
+                    offset_seconds=w.offset,
+                    duration_seconds=w.duration,
+                    **vector_fields(w.vector, pb.SparseVector),
+                )
                 for w in result.windows
             ],
             tags=[pb.Tag(label=label, score=score) for label, score in result.tags],

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import numpy as np
 from audiosearch.catalog.v1 import catalog_pb2 as cat
 from audiosearch.catalog.v1 import catalog_pb2_grpc as cat_grpc
 from audiosearch.embedder.v1 import embedder_pb2 as emb
@@ -15,7 +14,9 @@ from audiosearch.search.v1 import search_pb2 as srch
 from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
 
 from services.common import deadlines
+from services.common.convert import vector_fields, vector_from_message
 from services.common.status import call
+from services.common.vectors import Vector
 from services.gateway.domain import (
     CollectionStats,
     Embedded,
@@ -28,6 +29,10 @@ from services.gateway.domain import (
 )
 
 CHUNK = 1 << 20  # 1 MiB per streamed message, well under gRPC's 4 MB default
+# Best windows per item and query window. More would help voting with
+# items that repeat themselves, but Milvus Lite 3.2.2 returns only the
+# first group when a group holds more than one hit.
+HITS_PER_ITEM = 1
 
 
 async def chunks(first: Any, data: bytes, make: Any) -> AsyncIterator[Any]:
@@ -56,18 +61,35 @@ class EmbedderClient(_Client):
     async def models(self) -> tuple[list[ModelStatus], str]:
         response = await self._call("ListModels", emb.ListModelsRequest())
         models = [
-            ModelStatus(m.name, m.version, m.dim, m.available, m.unavailable_reason, m.loading) for m in response.models
+            ModelStatus(
+                m.name,
+                m.version,
+                m.dim,
+                m.available,
+                m.unavailable_reason,
+                m.loading,
+                m.window_seconds,
+                m.hop_seconds,
+                m.min_evidence,
+                m.sparse,
+            )
+            for m in response.models
         ]
         return models, response.default_model
 
-    async def embed(self, data: bytes, model: str, top_tags: int) -> Embedded:
-        options = emb.EmbedOptions(model=model, top_tags=top_tags)
+    async def embed(
+        self, data: bytes, model: str, top_tags: int, window: float, hop: float, query: bool = False
+    ) -> Embedded:
+        options = emb.EmbedOptions(model=model, top_tags=top_tags, window_seconds=window, hop_seconds=hop, query=query)
         stream = chunks(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
         r = await self._call("Embed", stream)
-        windows = [Window(w.index, w.offset_seconds, np.asarray(w.vector, dtype=np.float32)) for w in r.windows]
+        windows = [Window(w.index, w.offset_seconds, vector_from_message(w)) for w in r.windows]
         return Embedded(
             r.model.name,
             r.model.dim,
+            r.model.window_seconds,
+            r.model.hop_seconds,
+            r.model.min_evidence,
             r.audio.duration_seconds,
             r.audio.sample_rate,
             r.audio.channels,
@@ -83,18 +105,21 @@ class VectorClient(_Client):
     def __init__(self, channel: Any, timeout: float) -> None:
         super().__init__(srch_grpc.SearchServiceStub(channel), timeout)
 
-    async def create(self, library: str, model: str, dim: int) -> None:
-        await self._call(
-            "CreateCollection",
-            srch.CreateCollectionRequest(library=library, model=srch.ModelBinding(name=model, dim=dim)),
-        )
+    async def create(self, library: str, model: str, dim: int, sparse: bool) -> None:
+        binding = srch.ModelBinding(name=model, dim=dim, sparse=sparse)
+        await self._call("CreateCollection", srch.CreateCollectionRequest(library=library, model=binding))
 
     async def drop(self, library: str) -> None:
         await self._call("DropCollection", srch.DropCollectionRequest(library=library))
 
     async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None:
         vectors = [
-            srch.WindowVector(item_id=item_id, window_index=w.index, offset_seconds=w.offset, vector=w.vector.tolist())
+            srch.WindowVector(
+                item_id=item_id,
+                window_index=w.index,
+                offset_seconds=w.offset,
+                **vector_fields(w.vector, srch.SparseVector),
+            )
             for w in windows
         ]
         binding = srch.ModelBinding(name=model, dim=dim)
@@ -102,14 +127,14 @@ class VectorClient(_Client):
 
     async def get(self, library: str, item_id: int) -> list[Window]:
         r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id))
-        return [Window(v.window_index, v.offset_seconds, np.asarray(v.vector, dtype=np.float32)) for v in r.vectors]
+        return [Window(v.window_index, v.offset_seconds, vector_from_message(v)) for v in r.vectors]
 
     async def search(
         self,
         library: str,
         model: str,
         dim: int,
-        queries: Sequence[np.ndarray],
+        queries: Sequence[Vector],
         top_k: int,
         item_ids: Sequence[int],
         exclude: Sequence[int],
@@ -117,11 +142,11 @@ class VectorClient(_Client):
         request = srch.SearchRequest(
             library=library,
             model=srch.ModelBinding(name=model, dim=dim),
-            queries=[srch.QueryVector(vector=q.tolist()) for q in queries],
+            queries=[srch.QueryVector(**vector_fields(q, srch.SparseVector)) for q in queries],
             top_k=top_k,
             item_ids=item_ids,
             exclude_item_ids=exclude,
-            distinct_items=True,
+            hits_per_item=HITS_PER_ITEM,
         )
         r = await self._call("Search", request)
         return [[Hit(h.item_id, h.window_index, h.offset_seconds, h.score) for h in q.hits] for q in r.results]
@@ -135,7 +160,15 @@ class VectorClient(_Client):
 
 
 def _library(lib: cat.Library) -> Library:
-    return Library(lib.name, lib.model_name, lib.model_dim, lib.description, lib.create_time.ToDatetime())
+    return Library(
+        lib.name,
+        lib.model_name,
+        lib.model_dim,
+        lib.description,
+        lib.create_time.ToDatetime(),
+        lib.window_seconds,
+        lib.hop_seconds,
+    )
 
 
 def _item(item: cat.Item) -> Item:
@@ -161,8 +194,12 @@ class CatalogClient(_Client):
     def __init__(self, channel: Any, timeout: float) -> None:
         super().__init__(cat_grpc.CatalogServiceStub(channel), timeout)
 
-    async def create_library(self, name: str, model: str, dim: int, description: str) -> Library:
-        request = cat.CreateLibraryRequest(name=name, model_name=model, model_dim=dim, description=description)
+    async def create_library(
+        self, name: str, model: str, dim: int, description: str, window: float, hop: float
+    ) -> Library:
+        request = cat.CreateLibraryRequest(
+            name=name, model_name=model, model_dim=dim, description=description, window_seconds=window, hop_seconds=hop
+        )
         return _library((await self._call("CreateLibrary", request)).library)
 
     async def get_library(self, name: str) -> Library:

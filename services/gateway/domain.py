@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-import numpy as np
+from services.common.vectors import Vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,19 +20,26 @@ class ModelStatus:
     available: bool
     reason: str
     loading: bool = False
+    window: float = 0.0
+    hop: float = 0.0
+    min_evidence: float = 0.0
+    sparse: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Window:
     index: int
     offset: float
-    vector: np.ndarray
+    vector: Vector
 
 
 @dataclasses.dataclass(frozen=True)
 class Embedded:
     model: str
     dim: int
+    window: float
+    hop: float
+    min_evidence: float
     duration: float
     sample_rate: int
     channels: int
@@ -48,6 +55,9 @@ class Library:
     dim: int
     description: str
     created_at: datetime
+    # 0 for libraries created before windows were configurable: model defaults.
+    window: float = 0.0
+    hop: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +101,13 @@ class LibraryCounts:
 
 class EmbedderPort(Protocol):
     async def models(self) -> tuple[list[ModelStatus], str]: ...
-    async def embed(self, data: bytes, model: str, top_tags: int) -> Embedded: ...
+    async def embed(
+        self, data: bytes, model: str, top_tags: int, window: float, hop: float, query: bool = False
+    ) -> Embedded: ...
 
 
 class VectorPort(Protocol):
-    async def create(self, library: str, model: str, dim: int) -> None: ...
+    async def create(self, library: str, model: str, dim: int, sparse: bool) -> None: ...
     async def drop(self, library: str) -> None: ...
     async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None: ...
     async def get(self, library: str, item_id: int) -> list[Window]: ...
@@ -104,12 +116,12 @@ class VectorPort(Protocol):
         library: str,
         model: str,
         dim: int,
-        queries: Sequence[np.ndarray],
+        queries: Sequence[Vector],
         top_k: int,
         item_ids: Sequence[int],
         exclude: Sequence[int],
     ) -> list[list[Hit]]:
-        """Per query, the best window of each of the `top_k` nearest items."""
+        """Per query, the best windows of each of the `top_k` nearest items."""
         ...
 
     async def delete(self, library: str, item_ids: Sequence[int]) -> None: ...
@@ -117,7 +129,9 @@ class VectorPort(Protocol):
 
 
 class CatalogPort(Protocol):
-    async def create_library(self, name: str, model: str, dim: int, description: str) -> Library: ...
+    async def create_library(
+        self, name: str, model: str, dim: int, description: str, window: float, hop: float
+    ) -> Library: ...
     async def get_library(self, name: str) -> Library: ...
     async def list_libraries(self) -> list[Library]: ...
     async def delete_library(self, name: str) -> int: ...

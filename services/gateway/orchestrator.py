@@ -24,12 +24,13 @@ from services.common.errors import (
 from services.gateway.domain import (
     CatalogPort,
     EmbedderPort,
-    Hit,
     Item,
     Library,
     ModelStatus,
     VectorPort,
+    Window,
 )
+from services.gateway.voting import vote
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,18 @@ class Settings:
 class Result:
     item: Item
     score: float
-    match_offset: float
-    query_offset: float
+    evidence: float
+    item_start: float
+    item_end: float
+    query_start: float
+    query_end: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    results: list[Result]
+    model: str
+    min_evidence: float  # applied, else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,27 +78,15 @@ class Stats:
     default_model: str
 
 
-def vote(
-    hits_per_query: Sequence[Sequence[Hit]], query_offsets: Sequence[float]
-) -> dict[int, tuple[float, float, float]]:
-    """Turns window hits into item scores: the mean, over query windows, of
-    each item's best window similarity (a query window an item does not
-    answer counts 0), so an item matching the whole query beats one that
-    matches a moment of it. Returns item -> (score, item offset, query
-    offset) of the item's single best window pair."""
-    n = max(1, len(hits_per_query))
-    totals: dict[int, float] = {}
-    best: dict[int, tuple[float, float, float]] = {}
-    for hits, q_offset in zip(hits_per_query, query_offsets, strict=True):
-        per_item: dict[int, Hit] = {}
-        for hit in hits:
-            if hit.item_id not in per_item or hit.score > per_item[hit.item_id].score:
-                per_item[hit.item_id] = hit
-        for item_id, hit in per_item.items():
-            totals[item_id] = totals.get(item_id, 0.0) + hit.score
-            if item_id not in best or hit.score > best[item_id][0]:
-                best[item_id] = (hit.score, hit.offset, q_offset)
-    return {i: (totals[i] / n, best[i][1], best[i][2]) for i in totals}
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """The caller's score threshold, or else the model's evidence threshold."""
+
+    min_score: float
+    min_evidence: float
+
+    def passes(self, score: float, evidence: float) -> bool:
+        return score >= self.min_score and evidence >= self.min_evidence
 
 
 class Gateway:
@@ -96,22 +95,32 @@ class Gateway:
 
     # Libraries
 
-    async def create_library(self, name: str, model: str = "", description: str = "") -> Library:
+    async def _model(self, name: str) -> ModelStatus:
         models, default = await self.embedder.models()
-        model = model or default
-        status = next((m for m in models if m.name == model), None)
+        name = name or default
+        status = next((m for m in models if m.name == name), None)
         if status is None:
-            raise InvalidArgument(f"unknown model {model!r}; available: {', '.join(m.name for m in models)}")
+            raise InvalidArgument(f"unknown model {name!r}; available: {', '.join(m.name for m in models)}")
+        return status
+
+    async def create_library(
+        self, name: str, model: str = "", description: str = "", window: float = 0.0, hop: float = 0.0
+    ) -> Library:
+        status = await self._model(model)
         if status.loading:
             raise Unavailable(
-                f"model {model} is still loading (first start downloads its weights); retry shortly, "
-                "or choose another model (e.g. spectral-v1)"
+                f"model {status.name} is still loading (first start downloads its weights); retry shortly, "
+                "or choose another model (e.g. fingerprint-v1)"
             )
         if not status.available:
-            raise FailedPrecondition(f"model {model} is unavailable: {status.reason}")
-        library = await self.catalog.create_library(name, status.name, status.dim, description)
+            raise FailedPrecondition(f"model {status.name} is unavailable: {status.reason}")
+        window = window or status.window
+        hop = hop or min(status.hop, window)
+        if window <= 0 or not 0 < hop <= window:
+            raise InvalidArgument(f"hop ({hop} s) must be positive and at most the window ({window} s)")
+        library = await self.catalog.create_library(name, status.name, status.dim, description, window, hop)
         try:
-            await self.vectors.create(name, status.name, status.dim)
+            await self.vectors.create(name, status.name, status.dim, status.sparse)
         except BaseException:
             await self.catalog.delete_library(name)  # undo, so the name is free for a retry
             raise
@@ -140,7 +149,7 @@ class Gateway:
             return item, False
         # New, or left PENDING by an earlier attempt: (re)do the remaining steps.
         try:
-            embedded = await self.embedder.embed(data, lib.model, self.settings.auto_tags)
+            embedded = await self.embedder.embed(data, lib.model, self.settings.auto_tags, lib.window, lib.hop)
         except ServiceError as exc:
             if created and isinstance(exc, (InvalidArgument, ResourceExhausted, FailedPrecondition)):
                 await self.catalog.delete_item(item.id)  # bad input: leave no trace
@@ -191,8 +200,14 @@ class Gateway:
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
 
     async def search(
-        self, library: str, top_k: int, data: bytes = b"", item_id: int = 0, tags: Sequence[str] = ()
-    ) -> tuple[list[Result], str]:
+        self,
+        library: str,
+        top_k: int,
+        data: bytes = b"",
+        item_id: int = 0,
+        tags: Sequence[str] = (),
+        min_score: float = 0.0,
+    ) -> Ranking:
         self._check_top_k(top_k)
         exclude: list[int] = []
         if item_id:
@@ -205,30 +220,61 @@ class Gateway:
             lib = await self.catalog.get_library(library)
             windows = await self.vectors.get(library, item_id)
             exclude = [item_id]
+            duration = source.duration_seconds
+            model = await self._model(lib.model)
+            window, hop, min_evidence = lib.window or model.window, lib.hop or model.hop, model.min_evidence
         else:
             if not library:
                 raise InvalidArgument("library must be set")
             if not data:
                 raise InvalidArgument("the query clip is empty: upload audio or set item_id")
             lib = await self.catalog.get_library(library)
-            windows = (await self.embedder.embed(data, lib.model, 0)).windows
+            embedded = await self.embedder.embed(data, lib.model, 0, lib.window, lib.hop, query=True)
+            windows, duration = embedded.windows, embedded.duration
+            window, hop, min_evidence = embedded.window, embedded.hop, embedded.min_evidence
+        if min_score:  # the caller's own score threshold replaces the model's (negative: keep everything)
+            min_evidence = 0.0
+        threshold = Threshold(min_score, min_evidence)
         allowed: list[int] = []
         if tags:
             allowed = await self.catalog.find_item_ids(library, tags)
             if not allowed:
-                return [], lib.model
-        # Each query window brings its best window in each of the nearest
-        # items; a margin over top_k lets voting re-rank across windows.
-        per_query = min(2048, top_k * 2 + 8)
+                return Ranking([], lib.model, threshold.min_evidence)
+        return Ranking(
+            await self._rank(lib, windows, duration, window, hop, top_k, allowed, exclude, threshold),
+            lib.model,
+            threshold.min_evidence,
+        )
+
+    async def _rank(
+        self,
+        lib: Library,
+        windows: Sequence[Window],
+        duration: float,
+        window: float,
+        hop: float,
+        top_k: int,
+        allowed: Sequence[int],
+        exclude: Sequence[int],
+        threshold: Threshold,
+    ) -> list[Result]:
+        # A margin over top_k lets voting re-rank across query windows.
+        per_query = min(1024, top_k * 2 + 8)
         queries = [w.vector for w in windows]
-        hits = await self.vectors.search(library, lib.model, lib.dim, queries, per_query, allowed, exclude)
-        scored = vote(hits, [w.offset for w in windows])
-        ranked = sorted(scored.items(), key=lambda kv: -kv[1][0])
+        hits = await self.vectors.search(lib.name, lib.model, lib.dim, queries, per_query, allowed, exclude)
+        matches = vote(hits, [w.offset for w in windows], window, hop, duration)
+        ranked = sorted(matches.values(), key=lambda m: -m.score)
+        ranked = [m for m in ranked if threshold.passes(m.score, m.evidence)]
         # Over-fetch a little: some candidates may be pending or deleting.
-        candidates = [item_id for item_id, _ in ranked[: top_k * 2]]
-        items = {item.id: item for item in await self.catalog.get_ready_items(candidates)}
-        results = [Result(items[i], scored[i][0], scored[i][1], scored[i][2]) for i in candidates if i in items][:top_k]
-        return results, lib.model
+        candidates = ranked[: top_k * 2]
+        items = {item.id: item for item in await self.catalog.get_ready_items([m.item_id for m in candidates])}
+        results = []
+        for m in candidates:
+            item = items.get(m.item_id)
+            if item is not None:
+                end = min(m.item_end, item.duration_seconds) if item.duration_seconds else m.item_end
+                results.append(Result(item, m.score, m.evidence, m.item_start, end, m.query_start, m.query_end))
+        return results[:top_k]
 
     # Stats
 

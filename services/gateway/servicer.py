@@ -15,7 +15,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 def library_pb(lib: Library) -> pb.Library:
     return pb.Library(
-        name=lib.name, model=lib.model, dim=lib.dim, description=lib.description, create_time=timestamp(lib.created_at)
+        name=lib.name,
+        model=lib.model,
+        dim=lib.dim,
+        description=lib.description,
+        create_time=timestamp(lib.created_at),
+        window_seconds=lib.window,
+        hop_seconds=lib.hop,
     )
 
 
@@ -40,7 +46,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self.gateway = gateway
 
     async def CreateLibrary(self, request, context):  # type: ignore[no-untyped-def]
-        lib = await self.gateway.create_library(request.name, request.model, request.description)
+        lib = await self.gateway.create_library(
+            request.name, request.model, request.description, request.window_seconds, request.hop_seconds
+        )
         return pb.CreateLibraryResponse(library=library_pb(lib))
 
     async def ListLibraries(self, request, context):  # type: ignore[no-untyped-def]
@@ -61,20 +69,22 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def SearchAudio(self, request_iterator, context):  # type: ignore[no-untyped-def]
         params, data = await uploads.collect(request_iterator, "params", self.gateway.settings.max_upload_bytes)
-        results, model = await self.gateway.search(
-            params.library, params.top_k, data, params.item_id, list(params.tags)
+        ranking = await self.gateway.search(
+            params.library, params.top_k, data, params.item_id, list(params.tags), params.min_score
         )
         return pb.SearchAudioResponse(
             results=[
                 pb.SearchResult(
                     item=item_pb(r.item),
                     score=r.score,
-                    match_offset_seconds=r.match_offset,
-                    query_offset_seconds=r.query_offset,
+                    item_range=pb.TimeRange(start_seconds=r.item_start, end_seconds=r.item_end),
+                    query_range=pb.TimeRange(start_seconds=r.query_start, end_seconds=r.query_end),
+                    evidence=r.evidence,
                 )
-                for r in results
+                for r in ranking.results
             ],
-            model=model,
+            model=ranking.model,
+            min_evidence=ranking.min_evidence,
         )
 
     async def GetAudio(self, request, context):  # type: ignore[no-untyped-def]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 from audiosearch.search.v1 import search_pb2 as pb
 from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 
+from services.common.convert import vector_fields, vector_from_message
 from services.common.errors import InvalidArgument
 from services.search.store import VectorStore, WindowVector
 
@@ -27,7 +27,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     async def CreateCollection(self, request, context):  # type: ignore[no-untyped-def]
         created = await asyncio.to_thread(
-            self.store.create, _library(request.library), request.model.name, request.model.dim
+            self.store.create, _library(request.library), request.model.name, request.model.dim, request.model.sparse
         )
         return pb.CreateCollectionResponse(created=created)
 
@@ -36,8 +36,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     async def UpsertVectors(self, request, context):  # type: ignore[no-untyped-def]
         vectors = [
-            WindowVector(v.item_id, v.window_index, v.offset_seconds, np.asarray(v.vector, dtype=np.float32))
-            for v in request.vectors
+            WindowVector(v.item_id, v.window_index, v.offset_seconds, vector_from_message(v)) for v in request.vectors
         ]
         n = await asyncio.to_thread(
             self.store.upsert, _library(request.library), request.model.name, request.model.dim, vectors
@@ -49,7 +48,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.GetVectorsResponse(
             vectors=[
                 pb.WindowVector(
-                    item_id=v.item_id, window_index=v.window, offset_seconds=v.offset, vector=v.vector.tolist()
+                    item_id=v.item_id,
+                    window_index=v.window,
+                    offset_seconds=v.offset,
+                    **vector_fields(v.vector, pb.SparseVector),
                 )
                 for v in vectors
             ]
@@ -58,7 +60,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
         if not 1 <= request.top_k <= self.max_top_k:
             raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {request.top_k}")
-        queries = [np.asarray(q.vector, dtype=np.float32) for q in request.queries]
+        if request.hits_per_item not in (0, 1):
+            # Milvus Lite 3.2.2 returns only the first group for group sizes above 1.
+            raise InvalidArgument(f"hits_per_item must be 0 or 1, got {request.hits_per_item}")
+        queries = [vector_from_message(q) for q in request.queries]
         results = await asyncio.to_thread(
             self.store.search,
             _library(request.library),
@@ -68,7 +73,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             request.top_k,
             list(request.item_ids),
             list(request.exclude_item_ids),
-            request.distinct_items,
+            request.hits_per_item,
         )
         return pb.SearchResponse(
             results=[

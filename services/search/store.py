@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +16,18 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.vectors import Sparse, Vector
 
 log = logging.getLogger(__name__)
 
 WINDOW_BITS = 24  # up to 16.7 M windows per item
 MODEL_PROPERTY, DIM_PROPERTY, LIBRARY_PROPERTY = "audiosearch.model", "audiosearch.dim", "audiosearch.library"
+SPARSE_PROPERTY = "audiosearch.sparse"
+# Milvus Lite searches unsealed (growing) data slowly (~0.8 s per call for
+# 5k x 2048 here, 0.06 s once flushed), so collections are flushed once
+# writes have paused for FLUSH_AFTER seconds.
+FLUSH_AFTER = 1.0
+EMPTY_WEIGHT = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +35,7 @@ class WindowVector:
     item_id: int
     window: int
     offset: float
-    vector: np.ndarray
+    vector: Vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +53,14 @@ class Stats:
     dim: int
     vectors: int
     items: int
+    sparse: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    model: str
+    dim: int
+    sparse: bool
 
 
 def collection_name(library: str) -> str:
@@ -72,15 +88,52 @@ class VectorStore:
             raise Unavailable(f"cannot open Milvus at {uri}: {exc}") from None
         self._lock = threading.Lock()  # collection create/drop/load are not concurrent-safe
         self._loaded: set[str] = set()
+        self._bindings: dict[str, Binding] = {}
+        self._dirty: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="milvus-flush", daemon=True)
+        self._flusher.start()
 
     def close(self) -> None:
+        self._stop.set()
+        self._flusher.join(5)
+        self.flush()
         self.client.close()
 
-    def _binding(self, name: str) -> tuple[str, int] | None:
+    def flush(self) -> None:
+        """Seals what was written, so searches run on indexed segments."""
+        with self._lock:
+            names, self._dirty = list(self._dirty), {}
+        for name in names:
+            try:
+                self.client.flush(name)
+            except MilvusException as exc:  # dropped meanwhile, or the server is away: retried on the next write
+                log.warning("flush of %s failed: %s", name, exc)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_AFTER / 2):
+            now = time.monotonic()
+            with self._lock:
+                idle = [n for n, t in self._dirty.items() if now - t >= FLUSH_AFTER]
+                for name in idle:
+                    del self._dirty[name]
+            for name in idle:
+                try:
+                    self.client.flush(name)
+                except MilvusException as exc:
+                    log.warning("flush of %s failed: %s", name, exc)
+
+    def _binding(self, name: str) -> Binding | None:
+        if name in self._bindings:
+            return self._bindings[name]
         if not self.client.has_collection(name):
             return None
         props = self.client.describe_collection(name).get("properties", {})
-        return props.get(MODEL_PROPERTY, ""), int(props.get(DIM_PROPERTY, 0))
+        binding = Binding(
+            props.get(MODEL_PROPERTY, ""), int(props.get(DIM_PROPERTY, 0)), props.get(SPARSE_PROPERTY) == "true"
+        )
+        self._bindings[name] = binding
+        return binding
 
     def _ensure_loaded(self, name: str) -> None:
         # A collection is released after a restart; load it before use.
@@ -92,43 +145,50 @@ class VectorStore:
                 self.client.load_collection(name)
             self._loaded.add(name)
 
-    def _bound(self, library: str, model: str | None = None, dim: int | None = None) -> str:
+    def _bound(self, library: str, model: str | None = None, dim: int | None = None) -> tuple[str, Binding]:
         name = collection_name(library)
         binding = self._binding(name)
         if binding is None:
             raise NotFound(f"library {library!r} has no vector collection")
-        if model is not None and (binding[0] != model or (dim is not None and binding[1] != dim)):
+        if model is not None and (binding.model != model or (dim is not None and binding.dim != dim)):
             raise FailedPrecondition(
-                f"library {library!r} holds {binding[0]} vectors ({binding[1]}-d); "
+                f"library {library!r} holds {binding.model} vectors ({binding.dim}-d); "
                 f"{model} ({dim}-d) vectors cannot be mixed in. Use a library created for {model}."
             )
         self._ensure_loaded(name)
-        return name
+        return name, binding
 
-    def create(self, library: str, model: str, dim: int) -> bool:
-        if dim <= 0 or dim > 32768:
-            raise InvalidArgument(f"dimension {dim} is out of range 1..32768")
+    def create(self, library: str, model: str, dim: int, sparse: bool = False) -> bool:
+        if dim <= 0 or (dim > 32768 and not sparse) or dim > 1 << 32:
+            raise InvalidArgument(f"dimension {dim} is out of range")
         name = collection_name(library)
         with self._lock:
             binding = self._binding(name)
             if binding is not None:
-                if binding != (model, dim):
-                    raise FailedPrecondition(f"library {library!r} is already bound to {binding[0]} ({binding[1]}-d)")
+                if binding != Binding(model, dim, sparse):
+                    raise FailedPrecondition(
+                        f"library {library!r} is already bound to {binding.model} ({binding.dim}-d)"
+                    )
                 return False
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("pk", DataType.INT64, is_primary=True)
             schema.add_field("item_id", DataType.INT64)
             schema.add_field("window", DataType.INT32)
             schema.add_field("offset", DataType.FLOAT)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
             index = self.client.prepare_index_params()
-            index.add_index("vector", index_type=self.index_type, metric_type="IP")
-            self.client.create_collection(
-                name,
-                schema=schema,
-                index_params=index,
-                properties={MODEL_PROPERTY: model, DIM_PROPERTY: str(dim), LIBRARY_PROPERTY: library},
-            )
+            if sparse:
+                schema.add_field("vector", DataType.SPARSE_FLOAT_VECTOR)
+                index.add_index("vector", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+            else:
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+                index.add_index("vector", index_type=self.index_type, metric_type="IP")
+            properties = {
+                MODEL_PROPERTY: model,
+                DIM_PROPERTY: str(dim),
+                LIBRARY_PROPERTY: library,
+                SPARSE_PROPERTY: "true" if sparse else "false",
+            }
+            self.client.create_collection(name, schema=schema, index_params=index, properties=properties)
             self._loaded.add(name)
         log.info("created collection %s for library %r (%s, %d-d)", name, library, model, dim)
         return True
@@ -137,19 +197,31 @@ class VectorStore:
         name = collection_name(library)
         with self._lock:
             self._loaded.discard(name)
+            self._bindings.pop(name, None)
+            self._dirty.pop(name, None)
             if not self.client.has_collection(name):
                 return False
             self.client.drop_collection(name)
         return True
 
+    def _encode(self, vector: Vector, binding: Binding, what: str) -> list[float] | dict[int, float]:
+        """A vector as Milvus takes it, checked against the collection."""
+        if binding.sparse:
+            if not isinstance(vector, Sparse):
+                raise InvalidArgument(f"{what}: this library holds sparse vectors ({binding.model})")
+            if len(vector.indices) and int(vector.indices.max()) >= binding.dim:
+                raise InvalidArgument(f"{what}: sparse index out of range 0..{binding.dim - 1}")
+            # Milvus refuses an all-zero sparse vector (a silent window): store
+            # a negligible weight on the last index instead; it matches nothing.
+            return vector.as_dict() or {binding.dim - 1: EMPTY_WEIGHT}
+        if isinstance(vector, Sparse) or len(vector) != binding.dim:
+            raise InvalidArgument(f"{what}: expected a dense {binding.dim}-d vector")
+        return np.asarray(vector, dtype=np.float32).tolist()
+
     def upsert(self, library: str, model: str, dim: int, vectors: Sequence[WindowVector]) -> int:
-        name = self._bound(library, model, dim)
+        name, binding = self._bound(library, model, dim)
         rows = []
         for v in vectors:
-            if len(v.vector) != dim:
-                raise InvalidArgument(
-                    f"vector of item {v.item_id} window {v.window} has {len(v.vector)} dims, expected {dim}"
-                )
             if not 0 <= v.window < (1 << WINDOW_BITS) or v.item_id <= 0:
                 raise InvalidArgument(f"item id {v.item_id} / window {v.window} out of range")
             rows.append(
@@ -158,21 +230,29 @@ class VectorStore:
                     "item_id": v.item_id,
                     "window": v.window,
                     "offset": float(v.offset),
-                    "vector": np.asarray(v.vector, dtype=np.float32).tolist(),
+                    "vector": self._encode(v.vector, binding, f"item {v.item_id} window {v.window}"),
                 }
             )
         if not rows:
             return 0
-        return int(self.client.upsert(name, rows)["upsert_count"])
+        count = int(self.client.upsert(name, rows)["upsert_count"])
+        with self._lock:
+            self._dirty[name] = time.monotonic()
+        return count
 
     def get(self, library: str, item_id: int) -> list[WindowVector]:
-        name = self._bound(library)
+        name, binding = self._bound(library)
         rows = self.client.query(
             name, filter=f"item_id == {int(item_id)}", output_fields=["item_id", "window", "offset", "vector"]
         )
         rows.sort(key=lambda r: r["window"])
         return [
-            WindowVector(r["item_id"], r["window"], r["offset"], np.asarray(r["vector"], dtype=np.float32))
+            WindowVector(
+                r["item_id"],
+                r["window"],
+                r["offset"],
+                Sparse.from_dict(r["vector"]) if binding.sparse else np.asarray(r["vector"], dtype=np.float32),
+            )
             for r in rows
         ]
 
@@ -181,17 +261,16 @@ class VectorStore:
         library: str,
         model: str,
         dim: int,
-        queries: Sequence[np.ndarray],
+        queries: Sequence[Vector],
         top_k: int,
         item_ids: Sequence[int] = (),
         exclude: Sequence[int] = (),
-        distinct_items: bool = False,
+        hits_per_item: int = 0,
     ) -> list[list[Hit]]:
-        name = self._bound(library, model, dim)
+        name, binding = self._bound(library, model, dim)
         if not queries:
             raise InvalidArgument("no query vectors given")
-        if any(len(q) != dim for q in queries):
-            raise InvalidArgument(f"query vectors must have {dim} dims")
+        data = [self._encode(q, binding, "query") for q in queries]
         filters = []
         if item_ids:
             filters.append(f"item_id in {_ids(item_ids)}")
@@ -199,14 +278,15 @@ class VectorStore:
             filters.append(f"item_id not in {_ids(exclude)}")
         results = self.client.search(
             name,
-            data=[np.asarray(q, dtype=np.float32).tolist() for q in queries],
+            data=data,
+            anns_field="vector",
             limit=top_k,
             filter=" and ".join(filters),
             output_fields=["item_id", "window", "offset"],
             search_params={"metric_type": "IP"},
             # Grouping keeps one hit per item, so long recordings with many
             # windows cannot crowd other items out of the top k.
-            **({"group_by_field": "item_id"} if distinct_items else {}),
+            **({"group_by_field": "item_id", "group_size": hits_per_item} if hits_per_item > 0 else {}),
         )
         return [
             [
@@ -249,6 +329,7 @@ class VectorStore:
                     int(props.get(DIM_PROPERTY, 0)),
                     self._count(name),
                     self._count(name, "window == 0"),  # every item has exactly one window 0
+                    props.get(SPARSE_PROPERTY) == "true",
                 )
             )
         return out

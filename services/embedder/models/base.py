@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from services.common.vectors import Sparse
+
 
 class ModelUnavailable(Exception):
     """The model cannot serve; the message tells the operator what to do."""
@@ -23,11 +25,16 @@ class ModelInfo:
     # Shorter audio is zero-padded to this length.
     min_seconds: float
     produces_tags: bool = False
+    # Results whose evidence (summed similarity of the query windows at the
+    # matched offset) is below this are "no match" (0: no calibrated threshold).
+    min_evidence: float = 0.0
+    # Vectors are `Sparse` (dim is the index space) rather than dense arrays.
+    sparse: bool = False
 
 
 @dataclasses.dataclass
 class Embeddings:
-    vectors: np.ndarray  # [N, dim] float32, L2-normalised
+    vectors: np.ndarray | list[Sparse]  # [N, dim] float32 or N sparse vectors, L2-normalised
     tag_scores: np.ndarray | None = None  # [N, labels] in [0, 1]
 
 
@@ -38,7 +45,9 @@ class EmbeddingModel(Protocol):
         """Prepares weights; raises ModelUnavailable with a remedy."""
 
     def embed(self, windows: np.ndarray) -> Embeddings:
-        """Embeds a batch of equal-length windows [N, samples]."""
+        """Embeds a batch of equal-length windows [N, samples]. A model may
+        also offer `embed_signal(samples, window, hop, query) -> (vectors,
+        offsets)` to see the whole recording at once; the service prefers it."""
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

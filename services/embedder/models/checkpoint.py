@@ -54,7 +54,8 @@ def remedy(ckpt: Checkpoint, path: Path) -> str:
         f"{ckpt.description} weights are not at {path}. Download {ckpt.filename} "
         f"({ckpt.size / 1e6:.0f} MB, md5 {ckpt.md5}) from {ckpt.url} and save it as {path} "
         "(or point AUDIOSEARCH_CNN14_CHECKPOINT at it, or set AUDIOSEARCH_CNN14_DOWNLOAD=true on a machine "
-        "with internet). Until then, use the weights-free model: --model spectral-v1."
+        "with internet). Until then, the weights-free models serve: --model fingerprint-v1 (copies, excerpts) "
+        "or --model spectral-v1."
     )
 
 

@@ -22,20 +22,24 @@ ITEM_STATE_READY: ItemState
 ITEM_STATE_DELETING: ItemState
 
 class Library(_message.Message):
-    __slots__ = ("id", "name", "model_name", "model_dim", "description", "create_time")
+    __slots__ = ("id", "name", "model_name", "model_dim", "description", "create_time", "window_seconds", "hop_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     model_name: str
     model_dim: int
     description: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_dim: _Optional[int] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_dim: _Optional[int] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
 
 class Tag(_message.Message):
     __slots__ = ("label", "score")
@@ -74,16 +78,20 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[int] = ..., library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., user_tags: _Optional[_Iterable[str]] = ..., auto_tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ItemState, str]] = ...) -> None: ...
 
 class CreateLibraryRequest(_message.Message):
-    __slots__ = ("name", "model_name", "model_dim", "description")
+    __slots__ = ("name", "model_name", "model_dim", "description", "window_seconds", "hop_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_name: str
     model_dim: int
     description: str
-    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_dim: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_dim: _Optional[int] = ..., description: _Optional[str] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
 
 class CreateLibraryResponse(_message.Message):
     __slots__ = ("library",)

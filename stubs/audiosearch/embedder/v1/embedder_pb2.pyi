@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading")
+    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading", "min_evidence", "sparse")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class ModelInfo(_message.Message):
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     PRODUCES_TAGS_FIELD_NUMBER: _ClassVar[int]
     LOADING_FIELD_NUMBER: _ClassVar[int]
+    MIN_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
@@ -28,7 +30,9 @@ class ModelInfo(_message.Message):
     unavailable_reason: str
     produces_tags: bool
     loading: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ...) -> None: ...
+    min_evidence: float
+    sparse: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ..., min_evidence: _Optional[float] = ..., sparse: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -43,12 +47,18 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
 
 class EmbedOptions(_message.Message):
-    __slots__ = ("model", "top_tags")
+    __slots__ = ("model", "top_tags", "window_seconds", "hop_seconds", "query")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOP_TAGS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     model: str
     top_tags: int
-    def __init__(self, model: _Optional[str] = ..., top_tags: _Optional[int] = ...) -> None: ...
+    window_seconds: float
+    hop_seconds: float
+    query: bool
+    def __init__(self, model: _Optional[str] = ..., top_tags: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., query: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("options", "chunk")
@@ -71,16 +81,26 @@ class AudioInfo(_message.Message):
     def __init__(self, duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Window(_message.Message):
-    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector")
+    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector", "sparse")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     index: int
     offset_seconds: float
     duration_seconds: float
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    sparse: SparseVector
+    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
+
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Tag(_message.Message):
     __slots__ = ("label", "score")

@@ -10,18 +10,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Library(_message.Message):
-    __slots__ = ("name", "model", "dim", "description", "create_time")
+    __slots__ = ("name", "model", "dim", "description", "create_time", "window_seconds", "hop_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dim: int
     description: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
 
 class Tag(_message.Message):
     __slots__ = ("label", "score")
@@ -58,14 +62,18 @@ class AudioItem(_message.Message):
     def __init__(self, id: _Optional[int] = ..., library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., user_tags: _Optional[_Iterable[str]] = ..., auto_tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateLibraryRequest(_message.Message):
-    __slots__ = ("name", "model", "description")
+    __slots__ = ("name", "model", "description", "window_seconds", "hop_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., description: _Optional[str] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
 
 class CreateLibraryResponse(_message.Message):
     __slots__ = ("library",)
@@ -144,16 +152,18 @@ class InsertAudioFromPathResponse(_message.Message):
     def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class SearchParams(_message.Message):
-    __slots__ = ("library", "top_k", "item_id", "tags")
+    __slots__ = ("library", "top_k", "item_id", "tags", "min_score")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     library: str
     top_k: int
     item_id: int
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., top_k: _Optional[int] = ..., item_id: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_score: float
+    def __init__(self, library: _Optional[str] = ..., top_k: _Optional[int] = ..., item_id: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class SearchAudioRequest(_message.Message):
     __slots__ = ("params", "chunk")
@@ -163,25 +173,37 @@ class SearchAudioRequest(_message.Message):
     chunk: bytes
     def __init__(self, params: _Optional[_Union[SearchParams, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class TimeRange(_message.Message):
+    __slots__ = ("start_seconds", "end_seconds")
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    start_seconds: float
+    end_seconds: float
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
+
 class SearchResult(_message.Message):
-    __slots__ = ("item", "score", "match_offset_seconds", "query_offset_seconds")
+    __slots__ = ("item", "score", "item_range", "query_range", "evidence")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
-    MATCH_OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    QUERY_OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_RANGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_RANGE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     item: AudioItem
     score: float
-    match_offset_seconds: float
-    query_offset_seconds: float
-    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., score: _Optional[float] = ..., match_offset_seconds: _Optional[float] = ..., query_offset_seconds: _Optional[float] = ...) -> None: ...
+    item_range: TimeRange
+    query_range: TimeRange
+    evidence: float
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., score: _Optional[float] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., query_range: _Optional[_Union[TimeRange, _Mapping]] = ..., evidence: _Optional[float] = ...) -> None: ...
 
 class SearchAudioResponse(_message.Message):
-    __slots__ = ("results", "model")
+    __slots__ = ("results", "model", "min_evidence")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MIN_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     model: str
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    min_evidence: float
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., model: _Optional[str] = ..., min_evidence: _Optional[float] = ...) -> None: ...
 
 class GetAudioRequest(_message.Message):
     __slots__ = ("id",)

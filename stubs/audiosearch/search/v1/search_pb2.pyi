@@ -7,12 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelBinding(_message.Message):
-    __slots__ = ("name", "dim")
+    __slots__ = ("name", "dim", "sparse")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ...) -> None: ...
+    sparse: bool
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., sparse: _Optional[bool] = ...) -> None: ...
+
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("library", "model")
@@ -41,16 +51,18 @@ class DropCollectionResponse(_message.Message):
     def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
 
 class WindowVector(_message.Message):
-    __slots__ = ("item_id", "window_index", "offset_seconds", "vector")
+    __slots__ = ("item_id", "window_index", "offset_seconds", "vector", "sparse")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     window_index: int
     offset_seconds: float
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, item_id: _Optional[int] = ..., window_index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    sparse: SparseVector
+    def __init__(self, item_id: _Optional[int] = ..., window_index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
 
 class UpsertVectorsRequest(_message.Message):
     __slots__ = ("library", "model", "vectors")
@@ -83,28 +95,30 @@ class GetVectorsResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[WindowVector, _Mapping]]] = ...) -> None: ...
 
 class QueryVector(_message.Message):
-    __slots__ = ("vector",)
+    __slots__ = ("vector", "sparse")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    sparse: SparseVector
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("library", "model", "queries", "top_k", "item_ids", "exclude_item_ids", "distinct_items")
+    __slots__ = ("library", "model", "queries", "top_k", "item_ids", "exclude_item_ids", "hits_per_item")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
-    DISTINCT_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    HITS_PER_ITEM_FIELD_NUMBER: _ClassVar[int]
     library: str
     model: ModelBinding
     queries: _containers.RepeatedCompositeFieldContainer[QueryVector]
     top_k: int
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[int]
-    distinct_items: bool
-    def __init__(self, library: _Optional[str] = ..., model: _Optional[_Union[ModelBinding, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[QueryVector, _Mapping]]] = ..., top_k: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ..., distinct_items: _Optional[bool] = ...) -> None: ...
+    hits_per_item: int
+    def __init__(self, library: _Optional[str] = ..., model: _Optional[_Union[ModelBinding, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[QueryVector, _Mapping]]] = ..., top_k: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ..., hits_per_item: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("item_id", "window_index", "offset_seconds", "score")

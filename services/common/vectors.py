@@ -1,0 +1,34 @@
+"""Sparse vectors, shared by every service that passes them along (no gRPC)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Sparse:
+    """Non-zero entries of a sparse vector, indices ascending."""
+
+    indices: np.ndarray  # uint32
+    values: np.ndarray  # float32
+
+    def as_dict(self) -> dict[int, float]:
+        return {int(i): float(v) for i, v in zip(self.indices, self.values, strict=True)}
+
+    @classmethod
+    def from_dict(cls, entries: dict[int, float]) -> Sparse:
+        keys = sorted(entries)
+        return cls(np.asarray(keys, dtype=np.uint32), np.asarray([entries[k] for k in keys], dtype=np.float32))
+
+    @classmethod
+    def from_pb(cls, message: Any) -> Sparse:
+        return cls(np.asarray(message.indices, dtype=np.uint32), np.asarray(message.values, dtype=np.float32))
+
+    def to_pb(self, message_type: Any) -> Any:
+        return message_type(indices=self.indices.tolist(), values=self.values.tolist())
+
+
+Vector = np.ndarray | Sparse
