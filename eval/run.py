@@ -265,8 +265,11 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--false-positive-queries", type=int, default=220)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--distortions", default=",".join(DISTORTIONS), help="comma-separated subset")
     parser.add_argument("--out", default="eval/results")
     args = parser.parse_args()
+    for name in set(DISTORTIONS) - set(args.distortions.split(",")):
+        del DISTORTIONS[name]
     began = time.monotonic()
     corpus = Path(args.corpus)
     items = load_corpus(corpus)
