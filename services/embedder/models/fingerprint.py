@@ -9,10 +9,11 @@ Design, in the family of Wang's Shazam landmarks and Ellis' audfprint:
    stationary colour (EQ, hum, steady noise) cancel; being local, an
    excerpt and the whole recording agree wherever they overlap.
 3. Peaks: maxima of a 9-frame x 17-bin neighbourhood standing 6 dB above
-   its mean, the most prominent 24 per second. The strongest peaks are what
-   survives noise and codecs.
-4. Landmarks: each peak paired with its 10 nearest later peaks within
-   1.28 s and 750 Hz; (f1, f2 - f1, t2 - t1), quantised, is a 22-bit hash
+   its mean, kept when fewer than 24 peaks within +-0.5 s are more
+   prominent (a local rule). The strongest peaks are what survives noise
+   and codecs.
+4. Landmarks: each peak paired with the 10 most prominent peaks in its
+   target zone (later, within 1.28 s and 750 Hz); (f1, f2 - f1, t2 - t1), quantised, is a 22-bit hash
    that depends on no absolute time or level.
 5. A window's vector is the set of hashes of the landmarks anchored in it,
    as a sparse vector with equal weights, L2-normalised: the inner product
@@ -49,8 +50,6 @@ F_Q, DF_Q, DT_Q = 2, 2, 1  # quantisation of f1, f2 - f1 (bins) and t2 - t1 (fra
 WHITEN_FRAMES = 63  # 2 s
 INDEX_SHIFTS = 4  # STFT phases fingerprinted for library items
 ZONE_PEAKS = 40  # candidates per anchor
-BY_PROMINENCE = True
-LOCAL_BUDGET = True
 BLOCK_SECONDS, MARGIN_SECONDS = 60, 5  # long signals are fingerprinted in blocks
 HASH_BITS = 22  # f1: 8 bits, f2 - f1: 7, t2 - t1: 7
 
@@ -91,25 +90,19 @@ class FingerprintModel:
         mask[:, :2] = False  # DC and the lowest bin carry rumble, not content
         t, f = np.nonzero(mask)  # time-ordered
         p = prominence[t, f]
-        if LOCAL_BUDGET:
-            # Keep a peak if fewer than the budget of peaks within +-0.5 s
-            # are more prominent: a local rule, so an excerpt keeps the same
-            # peaks as the whole recording wherever they overlap.
-            half = RATE // HOP // 2
-            stronger = np.zeros(len(t), dtype=np.int64)
-            for k in range(1, len(t)):
-                near = (t[k:] - t[:-k]) <= half
-                if not near.any():
-                    break
-                stronger[:-k] += near & (p[k:] > p[:-k])
-                stronger[k:] += near & (p[:-k] > p[k:])
-            keep = stronger < PEAKS_PER_SECOND
-            t, f, p = t[keep], f[keep], p[keep]
-        else:
-            budget = max(1, int(PEAKS_PER_SECOND * len(spec) * HOP / RATE))
-            if len(t) > budget:
-                keep = np.sort(np.argsort(-p, kind="stable")[:budget])
-                t, f, p = t[keep], f[keep], p[keep]
+        # Keep a peak if fewer than PEAKS_PER_SECOND peaks within +-0.5 s are
+        # more prominent: a local rule, so an excerpt keeps the same peaks as
+        # the whole recording wherever they overlap.
+        half = RATE // HOP // 2
+        stronger = np.zeros(len(t), dtype=np.int64)
+        for k in range(1, len(t)):
+            near = (t[k:] - t[:-k]) <= half
+            if not near.any():
+                break
+            stronger[:-k] += near & (p[k:] > p[:-k])
+            stronger[k:] += near & (p[:-k] > p[k:])
+        keep = stronger < PEAKS_PER_SECOND
+        t, f, p = t[keep], f[keep], p[keep]
         order = np.lexsort((f, t))
         return t[order], f[order], p[order]
 
@@ -131,7 +124,7 @@ class FingerprintModel:
         if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
         anchor, f1, dfq, dtq, weak = np.concatenate(parts, axis=1).astype(np.int64)
-        order = np.lexsort((weak, anchor)) if BY_PROMINENCE else np.argsort(anchor, kind="stable")
+        order = np.lexsort((weak, anchor))  # per anchor, most prominent partners first
         anchor, f1, dfq, dtq = anchor[order], f1[order], dfq[order], dtq[order]
         rank = np.arange(len(anchor)) - np.searchsorted(anchor, anchor)
         keep = rank < FAN_OUT
