@@ -36,12 +36,12 @@ from services.embedder.config import EmbedderConfig  # noqa: E402
 from services.embedder.models.base import ModelUnavailable  # noqa: E402
 from services.embedder.registry import build_models  # noqa: E402
 from services.gateway.domain import Hit  # noqa: E402
-from services.gateway.voting import vote  # noqa: E402
+from services.gateway.voting import items_per_query_window, vote  # noqa: E402
 from services.search.store import VectorStore, WindowVector  # noqa: E402
 
 AUDIO = {".wav", ".flac", ".ogg", ".mp3"}
 LENGTHS = (3.0, 5.0)
-PER_QUERY = 28  # nearest items per query window (the gateway asks top_k * 2 + 8 with top_k 10)
+PER_QUERY = items_per_query_window(10)  # as the gateway does for top-10
 
 
 def category(path: Path, corpus: Path) -> str:

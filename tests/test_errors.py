@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -57,8 +56,8 @@ async def test_downstream_calls_get_what_is_left_of_the_deadline() -> None:
         return first, deadlines.timeout(300)
 
     first, later = await asyncio.create_task(handler())
-    assert 1.9 < first <= 2.0 and later < first - 0.15
+    # Bounds from the sleep alone, not from how fast this machine is.
+    assert 0 < first <= 2.0 and later <= first - 0.19  # asyncio may wake up to a clock tick early
     assert deadlines.timeout(300) == 300  # another task: no deadline leaks across requests
-    start = time.monotonic()
     deadlines.set_time_remaining(None)
-    assert deadlines.timeout(5) == 5 and time.monotonic() - start < 1
+    assert deadlines.timeout(5) == 5

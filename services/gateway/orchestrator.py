@@ -30,7 +30,7 @@ from services.gateway.domain import (
     VectorPort,
     Window,
 )
-from services.gateway.voting import vote
+from services.gateway.voting import items_per_query_window, vote
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ class Gateway:
             await self.catalog.delete_library(name)  # undo, so the name is free for a retry
             raise
         return library
+
+    async def list_libraries(self) -> list[Library]:
+        return await self.catalog.list_libraries()
+
+    async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]:
+        return await self.catalog.list_items(library, page_size, page_token, tag)
 
     async def delete_library(self, name: str) -> int:
         await self.catalog.get_library(name)
@@ -258,8 +264,7 @@ class Gateway:
         exclude: Sequence[int],
         threshold: Threshold,
     ) -> list[Result]:
-        # A margin over top_k lets voting re-rank across query windows.
-        per_query = min(1024, top_k * 2 + 8)
+        per_query = items_per_query_window(top_k)
         queries = [w.vector for w in windows]
         hits = await self.vectors.search(lib.name, lib.model, lib.dim, queries, per_query, allowed, exclude)
         matches = vote(hits, [w.offset for w in windows], window, hop, duration)

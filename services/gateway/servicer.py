@@ -52,7 +52,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return pb.CreateLibraryResponse(library=library_pb(lib))
 
     async def ListLibraries(self, request, context):  # type: ignore[no-untyped-def]
-        libs = await self.gateway.catalog.list_libraries()
+        libs = await self.gateway.list_libraries()
         return pb.ListLibrariesResponse(libraries=[library_pb(lib) for lib in libs])
 
     async def DeleteLibrary(self, request, context):  # type: ignore[no-untyped-def]
@@ -91,7 +91,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return pb.GetAudioResponse(item=item_pb(await self.gateway.get(request.id)))
 
     async def ListAudio(self, request, context):  # type: ignore[no-untyped-def]
-        items, token = await self.gateway.catalog.list_items(
+        items, token = await self.gateway.list_items(
             request.library, request.page_size, request.page_token, request.tag
         )
         return pb.ListAudioResponse(items=[item_pb(i) for i in items], next_page_token=token)

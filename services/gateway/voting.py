@@ -16,6 +16,12 @@ from collections.abc import Sequence
 from services.gateway.domain import Hit
 
 
+def items_per_query_window(top_k: int) -> int:
+    """Nearest items fetched per query window: a margin over top_k lets
+    voting re-rank across windows (also used by eval/run.py)."""
+    return min(1024, top_k * 2 + 8)
+
+
 @dataclasses.dataclass(frozen=True)
 class Match:
     item_id: int
