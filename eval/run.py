@@ -42,6 +42,9 @@ from services.search.store import VectorStore, WindowVector  # noqa: E402
 AUDIO = {".wav", ".flac", ".ogg", ".mp3"}
 LENGTHS = (3.0, 5.0)
 PER_QUERY = items_per_query_window(10)  # as the gateway does for top-10
+# Evidence thresholds at which top-1 and the false-positive rate are also
+# reported, for calibrating a model's threshold.
+CALIBRATION_GRID = (0.05, 0.06, 0.07, 0.08, 0.085, 0.09, 0.1, 0.12)
 
 
 def category(path: Path, corpus: Path) -> str:
@@ -108,11 +111,19 @@ class Index:
         return sorted(matches.values(), key=lambda m: -m.score)
 
 
-def near_duplicate(index: Index, items: list[dict], held_out: list[dict], n_queries: int, n_fp: int, seed: int) -> dict:
+def near_duplicate(
+    index: Index,
+    items: list[dict],
+    held_out: list[dict],
+    n_queries: int,
+    n_fp: int,
+    seed: int,
+    lengths: tuple[float, ...] = LENGTHS,
+) -> dict:
     threshold = index.info.min_evidence
     eligible = [it for it in items if it["duration"] >= max(LENGTHS) + 1]
     report: dict = {}
-    for length in LENGTHS:
+    for length in lengths:
         key = f"{length:.0f}s"
         rng = np.random.default_rng(seed + int(length))
         picks = []
@@ -125,6 +136,7 @@ def near_duplicate(index: Index, items: list[dict], held_out: list[dict], n_quer
         for name, distort in DISTORTIONS.items():
             top1 = top1_raw = recall = 0
             offset_errors = []
+            correct_evidence = []  # of correct unthresholded top-1 results: top-1 at any threshold
             for q, (it, start) in enumerate(picks):
                 a, b = int(start * it["rate"]), int((start + length) * it["rate"])
                 x, rate = distort(it["audio"][a:b], it["rate"], np.random.default_rng([seed, q, len(name)]))
@@ -133,6 +145,7 @@ def near_duplicate(index: Index, items: list[dict], held_out: list[dict], n_quer
                 served = [m for m in ranked if m.evidence >= threshold]
                 if ids[:1] == [it["id"]]:
                     top1_raw += 1
+                    correct_evidence.append(ranked[0].evidence)
                 if served[:1] and served[0].item_id == it["id"]:
                     top1 += 1
                     offset_errors.append(abs((served[0].item_start - served[0].query_start) - start))
@@ -143,6 +156,9 @@ def near_duplicate(index: Index, items: list[dict], held_out: list[dict], n_quer
                 "recall@10": recall / len(picks),
                 "top1_without_threshold": top1_raw / len(picks),
                 "offset_error_median_s": statistics.median(offset_errors) if offset_errors else None,
+                "top1_at_threshold": {
+                    f"{t:.3f}": sum(e >= t for e in correct_evidence) / len(picks) for t in CALIBRATION_GRID
+                },
             }
             offset_errors_all += offset_errors
             print(
@@ -169,6 +185,9 @@ def near_duplicate(index: Index, items: list[dict], held_out: list[dict], n_quer
         per["false_positive_rate"] = fp
         per["threshold"] = threshold
         per["threshold_for_1pct_fp"] = float(np.quantile(fp_scores, 0.99)) if fp_scores else None
+        per["false_positive_rate_at_threshold"] = {
+            f"{t:.3f}": sum(s >= t for s in fp_scores) / max(1, len(fp_scores)) for t in CALIBRATION_GRID
+        }
         per["offset_error_median_s"] = statistics.median(offset_errors_all) if offset_errors_all else None
         per["queries"] = len(picks)
         per["false_positive_queries"] = len(fp_scores)
@@ -266,6 +285,8 @@ def main() -> int:
     parser.add_argument("--false-positive-queries", type=int, default=220)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--distortions", default=",".join(DISTORTIONS), help="comma-separated subset")
+    parser.add_argument("--lengths", default="3,5", help="query lengths in seconds, a subset of 3,5")
+    parser.add_argument("--skip-semantic", action="store_true", help="only the near-duplicate task")
     parser.add_argument("--out", default="eval/results")
     args = parser.parse_args()
     for name in set(DISTORTIONS) - set(args.distortions.split(",")):
@@ -316,16 +337,20 @@ def main() -> int:
                 "window_seconds": model.info.window_seconds,
                 "hop_seconds": model.info.hop_seconds,
             }
-            res["semantic"] = semantic(index, library)
-            print(f"  semantic precision@10 {res['semantic']['precision@10']:.3f}", flush=True)
-            if model.info.min_evidence > 0 or model.info.name == "fingerprint-v1":
-                res["near_duplicate"] = near_duplicate(
-                    index, library, held_out, args.queries, args.false_positive_queries, args.seed
-                )
-            else:
-                res["near_duplicate"] = near_duplicate(
-                    index, library, held_out, args.queries // 4, args.false_positive_queries // 4, args.seed
-                )
+            if not args.skip_semantic:
+                res["semantic"] = semantic(index, library)
+                print(f"  semantic precision@10 {res['semantic']['precision@10']:.3f}", flush=True)
+            # Models without a calibrated threshold get a quarter of the queries (they are not the copy detector).
+            share = 1 if model.info.min_evidence > 0 else 4
+            res["near_duplicate"] = near_duplicate(
+                index,
+                library,
+                held_out,
+                args.queries // share,
+                args.false_positive_queries // share,
+                args.seed,
+                tuple(float(x) for x in args.lengths.split(",")),
+            )
             results["models"][model.info.name] = res
             index.store.close()
     results["meta"]["seconds"] = round(time.monotonic() - began, 1)

@@ -73,7 +73,7 @@ def test_migrations_match_the_models_and_rerun_cleanly(database_url: str) -> Non
     # Index/constraint naming differences are not schema drift; columns and tables are.
     real = [d for d in diffs if d[0] in ("add_table", "remove_table", "add_column", "remove_column")]
     assert real == [], real
-    assert version == "0002"
+    assert version == "0003"
     assert {"library", "audio_item", "item_tag"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 

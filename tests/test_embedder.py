@@ -182,3 +182,42 @@ async def test_default_prefers_cnn14_while_its_weights_download() -> None:
     release.set()
     await registry.wait_loaded()
     assert registry.get("").info.name == "panns-cnn14"
+
+
+async def test_the_embedder_sheds_load_beyond_its_queue(tmp_path: Path) -> None:
+    """With one request running and none allowed to wait, a second gets
+    RESOURCE_EXHAUSTED at once; the first still completes, and so does a
+    request sent once the embedder is free again."""
+    running, channel, stub = await start(tmp_path, max_active_embeds=1, max_queued_embeds=0)
+    data = encode(sound(3, seconds=3.0))
+    release = asyncio.Event()
+
+    async def slow_upload():  # type: ignore[no-untyped-def]
+        yield pb.EmbedRequest(options=pb.EmbedOptions(model="spectral-v1"), chunk=data[:1000])
+        await release.wait()  # the request holds its turn while its upload is still arriving
+        yield pb.EmbedRequest(chunk=data[1000:])
+
+    try:
+        first = stub.Embed(slow_upload())
+        await first.wait_for_connection()
+        for _ in range(100):  # until the first request has been admitted (no timing assumption)
+            if await _admitted(stub, data) == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                break
+        else:
+            raise AssertionError("the second request was never refused")
+        release.set()
+        assert len((await first).windows) > 0
+        assert len((await stub.Embed(request_stream(data, model="spectral-v1"))).windows) > 0
+    finally:
+        await channel.close()
+        await running.stop()
+
+
+async def _admitted(stub, data: bytes) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    try:
+        await stub.Embed(request_stream(data, model="spectral-v1"))
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+        assert "busy" in (exc.details() or "")
+        return exc.code()
+    return grpc.StatusCode.OK

@@ -19,7 +19,12 @@ from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArg
 
 LIBRARY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
 MAX_PAGE = 1000
+MAX_TAGS = 64  # user tags per item
+MAX_SOURCE_URI = 4096
+MAX_ID = 2**63 - 1
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,16 @@ class NewItem:
     name: str
     source_uri: str = ""
     user_tags: Sequence[str] = ()
+    idempotency_key: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemState:
+    id: int
+    state: str
+    updated_at: datetime
+    source_uri: str
+    sha256: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +83,7 @@ class LibraryCounts:
 
 
 def validate_library_name(name: str) -> str:
-    if not LIBRARY_NAME.match(name):
+    if not LIBRARY_NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid library name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', "
             "starting with a letter or digit"
@@ -78,8 +93,8 @@ def validate_library_name(name: str) -> str:
 
 def normalise_tag(tag: str) -> str:
     tag = " ".join(tag.strip().lower().split())
-    if not tag or len(tag) > 255:
-        raise InvalidArgument(f"invalid tag {tag!r}: 1-255 characters")
+    if not tag or len(tag) > 255 or CONTROL.search(tag):
+        raise InvalidArgument(f"invalid tag {tag!r}: 1-255 characters, no control characters")
     return tag
 
 
@@ -108,9 +123,10 @@ def encode_token(last_id: int) -> str:
 def decode_token(token: str) -> int:
     try:
         kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != "after":
+        after = int(value)
+        if kind != "after" or not 0 <= after <= MAX_ID:
             raise ValueError(kind)
-        return int(value)
+        return after
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("invalid page_token: pass back next_page_token from a previous response") from None
 
@@ -225,27 +241,59 @@ class Catalog:
             raise NotFound(f"audio item {item_id} does not exist")
         return item
 
+    def _existing(self, session: Session, library_id: int, new: NewItem) -> AudioItem | None:
+        """The item a retry of `new` must return: same client key, or same content."""
+        if new.idempotency_key:
+            keyed = session.exec(
+                select(AudioItem).where(
+                    AudioItem.library_id == library_id, AudioItem.idempotency_key == new.idempotency_key
+                )
+            ).first()
+            if keyed is not None:
+                if keyed.sha256 != new.sha256:
+                    raise InvalidArgument(
+                        f"idempotency key {new.idempotency_key!r} was already used for different content "
+                        f"(item {keyed.id}); use a new key for a new upload"
+                    )
+                return keyed
+        return session.exec(
+            select(AudioItem).where(AudioItem.library_id == library_id, AudioItem.sha256 == new.sha256)
+        ).first()
+
     def reserve_item(self, new: NewItem) -> tuple[ItemRecord, bool]:
-        """A PENDING item for (library, sha256), or the existing one."""
+        """A PENDING item for (library, sha256) or the client's key, or the
+        existing one. Reserving an existing PENDING item again (a retry)
+        marks it as recently touched, so repair leaves it alone."""
         if not SHA256.match(new.sha256):
             raise InvalidArgument("sha256 must be 64 lower-case hex characters")
-        if not new.name or len(new.name) > 512:
-            raise InvalidArgument("item name must be 1-512 characters")
+        if not new.name or len(new.name) > 512 or CONTROL.search(new.name):
+            raise InvalidArgument("item name must be 1-512 characters, without control characters")
+        if len(new.source_uri) > MAX_SOURCE_URI or CONTROL.search(new.source_uri):
+            raise InvalidArgument(f"source_uri must be at most {MAX_SOURCE_URI} characters, without control characters")
+        if len(new.user_tags) > MAX_TAGS:
+            raise InvalidArgument(f"at most {MAX_TAGS} tags per item, got {len(new.user_tags)}")
+        if new.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(new.idempotency_key):
+            raise InvalidArgument("idempotency_key must be 1-128 printable ASCII characters without spaces")
         tags = sorted({normalise_tag(t) for t in new.user_tags})
         with self._session() as session:
             lib = self._library(session, new.library)
-            existing = session.exec(
-                select(AudioItem).where(AudioItem.library_id == lib.id, AudioItem.sha256 == new.sha256)
-            ).first()
+            existing = self._existing(session, lib.id or 0, new)
             if existing is not None:
+                if existing.state == PENDING:
+                    existing.updated_at = _now()
+                    session.add(existing)
+                    session.commit()
                 return self._records(session, [existing])[0], False
+            now = _now()
             item = AudioItem(
                 library_id=lib.id or 0,
                 name=new.name,
                 source_uri=new.source_uri,
                 sha256=new.sha256,
                 state=PENDING,
-                created_at=_now(),
+                created_at=now,
+                updated_at=now,
+                idempotency_key=new.idempotency_key or None,
             )
             session.add(item)
             try:
@@ -253,11 +301,11 @@ class Catalog:
                 session.add_all(ItemTag(item_id=item.id or 0, label=t, kind="user", score=1.0) for t in tags)
                 session.commit()
             except IntegrityError:
-                # A concurrent insert of the same content won the race.
+                # A concurrent insert of the same content or key won the race.
                 session.rollback()
-                existing = session.exec(
-                    select(AudioItem).where(AudioItem.library_id == lib.id, AudioItem.sha256 == new.sha256)
-                ).one()
+                existing = self._existing(session, lib.id or 0, new)
+                if existing is None:
+                    raise
                 return self._records(session, [existing])[0], False
             return self._records(session, [item])[0], True
 
@@ -282,18 +330,45 @@ class Catalog:
                 if label not in seen:
                     seen.add(label)
                     session.add(ItemTag(item_id=item_id, label=label, kind="auto", score=float(score)))
-            item.state = READY
+            item.state, item.updated_at = READY, _now()
+            session.add(item)
+            session.commit()
+            return self._records(session, [item])[0]
+
+    def _set_state(self, item_id: int, state: str) -> ItemRecord:
+        with self._session() as session:
+            item = self._item(session, item_id)
+            if state == PENDING and item.state == DELETING:
+                raise FailedPrecondition(f"audio item {item_id} is being deleted")
+            item.state, item.updated_at = state, _now()
             session.add(item)
             session.commit()
             return self._records(session, [item])[0]
 
     def mark_deleting(self, item_id: int) -> ItemRecord:
+        return self._set_state(item_id, DELETING)
+
+    def mark_pending(self, item_id: int) -> ItemRecord:
+        """READY -> PENDING, for an item whose vectors are gone: hidden from
+        search until an insert of the same content completes it again."""
+        return self._set_state(item_id, PENDING)
+
+    def item_states(self, library: str) -> list[ItemState]:
         with self._session() as session:
-            item = self._item(session, item_id)
-            item.state = DELETING
-            session.add(item)
-            session.commit()
-            return self._records(session, [item])[0]
+            lib = self._library(session, library)
+            rows = session.exec(
+                select(
+                    AudioItem.id,
+                    AudioItem.state,
+                    AudioItem.updated_at,
+                    AudioItem.created_at,
+                    AudioItem.source_uri,
+                    AudioItem.sha256,
+                )
+                .where(AudioItem.library_id == lib.id)
+                .order_by(col(AudioItem.id))
+            ).all()
+        return [ItemState(int(i), state, updated or created, uri, sha) for i, state, updated, created, uri, sha in rows]
 
     def get_item(self, item_id: int) -> ItemRecord:
         with self._session() as session:

@@ -82,6 +82,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             name=request.name,
             source_uri=request.source_uri,
             user_tags=list(request.user_tags),
+            idempotency_key=request.idempotency_key,
         )
         item, created = await self._run(self.catalog.reserve_item, new)
         return pb.ReserveItemResponse(item=item_pb(item), created=created)
@@ -131,3 +132,21 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 for c in counts
             ]
         )
+
+    async def ListItemStates(self, request, context):  # type: ignore[no-untyped-def]
+        states = await self._run(self.catalog.item_states, request.library)
+        return pb.ListItemStatesResponse(
+            items=[
+                pb.ItemStateEntry(
+                    id=s.id,
+                    state=STATES[s.state],
+                    update_time=timestamp(s.updated_at),
+                    source_uri=s.source_uri,
+                    sha256=s.sha256,
+                )
+                for s in states
+            ]
+        )
+
+    async def MarkItemPending(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.MarkItemPendingResponse(item=item_pb(await self._run(self.catalog.mark_pending, request.id)))

@@ -33,7 +33,9 @@ class AudioItem(SQLModel, table=True):
     __tablename__ = "audio_item"
     __table_args__ = (
         UniqueConstraint("library_id", "sha256", name="uq_audio_item_library_sha256"),
+        UniqueConstraint("library_id", "idempotency_key", name="uq_audio_item_library_key"),
         Index("ix_audio_item_library_state", "library_id", "state"),
+        {"sqlite_autoincrement": True},  # ids are never reused (vectors are keyed by them)
     )
 
     id: int | None = Field(default=None, sa_column=Column(Id, primary_key=True, autoincrement=True))
@@ -46,6 +48,11 @@ class AudioItem(SQLModel, table=True):
     channels: int = 0
     state: str = Field(sa_column=Column(String(16), nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    # A client's key for retries (optional; content + library is always one).
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    # Last state change or insert retry: repair treats PENDING rows untouched
+    # for long as abandoned (NULL only in rows from before migration 0003).
+    updated_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
 
 
 class ItemTag(SQLModel, table=True):

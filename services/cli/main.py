@@ -19,6 +19,7 @@ from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from google.protobuf.json_format import MessageToDict
 
 from services.common import config as cfg
+from services.common.channels import open_blocking_channel
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
 CHUNK = 1 << 20
@@ -26,9 +27,13 @@ TIMEOUT = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
-class CliConfig:
+class CliConfig(cfg.TlsConfig):
     # Where the gateway listens (AUDIOSEARCH_GATEWAY).
     gateway: str = "127.0.0.1:50051"
+    # Bearer token for a gateway that requires one (AUDIOSEARCH_TOKEN;
+    # --token overrides it). TLS to the gateway: AUDIOSEARCH_TLS_CA_FILE,
+    # plus _CERT_FILE and _KEY_FILE where it requires client certificates.
+    token: str = ""
 
 
 class CliError(Exception):
@@ -37,9 +42,11 @@ class CliError(Exception):
         self.code, self.message = code, message
 
 
-def stub() -> pb_grpc.GatewayServiceStub:
-    address = cfg.load(CliConfig).gateway
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+def stub(args: argparse.Namespace) -> pb_grpc.GatewayServiceStub:
+    config = cfg.load(CliConfig)
+    token = (args.token or config.token).strip()
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    channel = open_blocking_channel(config.gateway, config, token, options)
     return pb_grpc.GatewayServiceStub(channel)
 
 
@@ -95,7 +102,7 @@ def ensure_library(
 def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
     from tqdm import tqdm
 
-    client = stub()
+    client = stub(args)
     files = list(audio_files(args.paths))
     lib = ensure_library(client, args.library, args.model, args.window, args.hop)
     added, existing, failed = [], [], []
@@ -131,7 +138,7 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
-    client = stub()
+    client = stub(args)
     params = pb.SearchParams(
         library=args.library, top_k=args.top_k, item_id=args.like or 0, tags=args.tag, min_score=args.min_score
     )
@@ -180,12 +187,12 @@ def describe(d: dict[str, Any]) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> tuple[Any, str]:
-    d = item_dict(stub().GetAudio(pb.GetAudioRequest(id=args.id), timeout=TIMEOUT).item)
+    d = item_dict(stub(args).GetAudio(pb.GetAudioRequest(id=args.id), timeout=TIMEOUT).item)
     return d, describe(d)
 
 
 def cmd_ls(args: argparse.Namespace) -> tuple[Any, str]:
-    client, items, token = stub(), [], ""
+    client, items, token = stub(args), [], ""
     while True:
         page = client.ListAudio(
             pb.ListAudioRequest(library=args.library, page_size=500, page_token=token, tag=args.tag or ""),
@@ -201,12 +208,12 @@ def cmd_ls(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_delete(args: argparse.Namespace) -> tuple[Any, str]:
-    stub().DeleteAudio(pb.DeleteAudioRequest(id=args.id), timeout=TIMEOUT)
+    stub(args).DeleteAudio(pb.DeleteAudioRequest(id=args.id), timeout=TIMEOUT)
     return {"deleted": args.id}, f"deleted {args.id}"
 
 
 def cmd_stats(args: argparse.Namespace) -> tuple[Any, str]:
-    response = stub().Stats(pb.StatsRequest(), timeout=TIMEOUT)
+    response = stub(args).Stats(pb.StatsRequest(), timeout=TIMEOUT)
     doc = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     lines = [f"{'library':<20} {'model':<14} {'items':>7} {'pending':>7} {'indexed':>7} {'vectors':>8} {'hours':>7}"]
     for s in response.libraries:
@@ -222,11 +229,32 @@ def cmd_stats(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_libraries(args: argparse.Namespace) -> tuple[Any, str]:
-    response = stub().ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT)
+    response = stub(args).ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT)
     docs = [MessageToDict(lib, preserving_proto_field_name=True) for lib in response.libraries]
     return docs, "\n".join(
         f"{lib.name}: {lib.model} ({lib.dim}-d) {lib.description}" for lib in response.libraries
     ) or "no libraries"
+
+
+def cmd_repair(args: argparse.Namespace) -> tuple[Any, str]:
+    request = pb.RepairRequest(dry_run=args.dry_run, stale_after_seconds=args.stale_after)
+    response = stub(args).Repair(request, timeout=TIMEOUT)
+    actions = [
+        {
+            "kind": pb.RepairKind.Name(a.kind).removeprefix("REPAIR_KIND_").lower(),
+            "library": a.library,
+            "item_id": a.item_id,
+            "detail": a.detail,
+        }
+        for a in response.actions
+    ]
+    verb = "would fix" if args.dry_run else "fixed"
+    lines = [f"{verb} {len(actions)} inconsistencies" if actions else "nothing to fix"]
+    lines += [
+        f"  {a['kind']}: {a['library']}" + (f" item {a['item_id']}" if a["item_id"] else "") + f": {a['detail']}"
+        for a in actions
+    ]
+    return {"dry_run": args.dry_run, "actions": actions}, "\n".join(lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
@@ -244,7 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
     died = stack.watch()
     stack.stop()
     if died:
-        raise CliError("INTERNAL", f"the {died} service exited; see {stack.data_dir / 'logs' / (died + '.log')}")
+        raise CliError("INTERNAL", f"the {died} service kept exiting; see {stack.data_dir / 'logs' / (died + '.log')}")
     return {"stopped": True}, "stopped"
 
 
@@ -273,13 +301,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiosearch", description="Find the recordings most similar to a sound.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+    def command(name: str, fn: Any, help: str, gateway: bool = True) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
         c.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        if gateway:
+            c.add_argument(
+                "--token", default="", help="bearer token for the gateway (default $AUDIOSEARCH_TOKEN, hidden from ps)"
+            )
         c.set_defaults(fn=fn)
         return c
 
-    c = command("serve", cmd_serve, "run all four services locally until interrupted")
+    c = command("serve", cmd_serve, "run all four services locally until interrupted", gateway=False)
     c.add_argument("--data-dir", default="data", help="where Milvus Lite, SQLite and logs live (default ./data)")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=50051, help="gateway port; the others use the next three")
@@ -312,8 +344,16 @@ def parser() -> argparse.ArgumentParser:
     c = command("delete", cmd_delete, "delete one item")
     c.add_argument("id", type=int)
     command("stats", cmd_stats, "counts per library and model status")
+    c = command("repair", cmd_repair, "find and fix inconsistencies between the catalog and the vector store")
+    c.add_argument("--dry-run", action="store_true", help="only report what would be fixed")
+    c.add_argument(
+        "--stale-after",
+        type=float,
+        default=0.0,
+        help="seconds after which a PENDING insert counts as abandoned (default: the server's, 900)",
+    )
     command("libraries", cmd_libraries, "list libraries")
-    command("fetch-weights", cmd_fetch_weights, "download the PANNs Cnn14 checkpoint (md5-checked)")
+    command("fetch-weights", cmd_fetch_weights, "download the PANNs Cnn14 checkpoint (md5-checked)", gateway=False)
     return p
 
 
@@ -334,11 +374,19 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         emit(args, {"error": {"code": exc.code, "message": exc.message}}, f"error: {exc.message}", sys.stderr)
         return 1
+    except cfg.ConfigError as exc:
+        emit(args, {"error": {"code": "INVALID_ARGUMENT", "message": str(exc)}}, f"error: {exc}", sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         code, message = exc.code(), exc.details()
         if code == grpc.StatusCode.UNAVAILABLE:
-            address = cfg.load(CliConfig).gateway
-            message = f"cannot reach the gateway at {address} ({message}); is `audiosearch serve` running?"
+            config = cfg.load(CliConfig)
+            message = f"cannot reach the gateway at {config.gateway} ({message}); is `audiosearch serve` running?"
+            message += (
+                " Does it speak TLS with a certificate AUDIOSEARCH_TLS_CA_FILE verifies?"
+                if config.client_tls
+                else " If it speaks TLS, set AUDIOSEARCH_TLS_CA_FILE."
+            )
         emit(args, {"error": {"code": code.name, "message": message}}, f"error: {code.name}: {message}", sys.stderr)
         return 1
     except RuntimeError as exc:

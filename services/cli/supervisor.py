@@ -1,5 +1,6 @@
 """`audiosearch serve`: the four services as child processes on fixed
-local ports, started in dependency order and stopped together."""
+local ports, started in dependency order, restarted when one dies, and
+stopped together."""
 
 from __future__ import annotations
 
@@ -13,15 +14,25 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import config as cfg
+from services.common.channels import open_blocking_channel
+from services.common.config import TlsConfig
+
 # Start order: the gateway last, once what it calls is up.
 SERVICES = ("catalog", "search", "embedder", "gateway")
 OFFSETS = {"gateway": 0, "embedder": 1, "search": 2, "catalog": 3}
+# A service that dies this many times within RESTART_WINDOW seconds is
+# broken, not unlucky: serve gives up instead of looping.
+MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
 
 
-def wait_serving(address: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Polls gRPC health until SERVING; fails early if the process died."""
+def wait_serving(
+    address: str, timeout: float, process: subprocess.Popen[bytes] | None = None, tls: TlsConfig | None = None
+) -> None:
+    """Polls gRPC health until SERVING (over TLS, with a client certificate,
+    when `tls` says so); fails early if the process died."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_blocking_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
@@ -43,30 +54,37 @@ class Stack:
         self.data_dir = data_dir.resolve()
         self.addresses = {name: f"{host}:{port + OFFSETS[name]}" for name in SERVICES}
         self.env = {**os.environ, **(env or {})}
+        # The services' own TLS settings: the health polls present the same
+        # certificate and trust the same CA.
+        self.tls = cfg.load(TlsConfig, environ=self.env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, timeout: float = 120.0) -> None:
+        for name in SERVICES:
+            self.launch(name, timeout)
+
+    def launch(self, name: str, timeout: float = 120.0) -> None:
+        """Starts one service and waits until it is SERVING."""
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in SERVICES:
-            env = {
-                **self.env,
-                "AUDIOSEARCH_LISTEN": self.addresses[name],
-                "AUDIOSEARCH_DATA_DIR": str(self.data_dir),
-                "AUDIOSEARCH_EMBEDDER_ADDR": self.addresses["embedder"],
-                "AUDIOSEARCH_SEARCH_ADDR": self.addresses["search"],
-                "AUDIOSEARCH_CATALOG_ADDR": self.addresses["catalog"],
-            }
-            with (logs / f"{name}.log").open("ab") as log:
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT
-                )
-            try:
-                wait_serving(self.addresses[name], timeout, self.processes[name])
-            except (RuntimeError, TimeoutError) as exc:
-                self.stop()
-                tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} failed to start: {exc}\n--- {logs / (name + '.log')} ---\n{tail}") from None
+        env = {
+            **self.env,
+            "AUDIOSEARCH_LISTEN": self.addresses[name],
+            "AUDIOSEARCH_DATA_DIR": str(self.data_dir),
+            "AUDIOSEARCH_EMBEDDER_ADDR": self.addresses["embedder"],
+            "AUDIOSEARCH_SEARCH_ADDR": self.addresses["search"],
+            "AUDIOSEARCH_CATALOG_ADDR": self.addresses["catalog"],
+        }
+        with (logs / f"{name}.log").open("ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_serving(self.addresses[name], timeout, self.processes[name], self.tls)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} failed to start: {exc}\n--- {logs / (name + '.log')} ---\n{tail}") from None
 
     def stop(self, grace: float = 15.0) -> None:
         for name in reversed(SERVICES):
@@ -81,7 +99,8 @@ class Stack:
                 process.wait()
 
     def watch(self) -> str | None:
-        """Blocks until a child exits; returns its name (None on a signal)."""
+        """Blocks until SIGTERM or SIGINT (returns None), restarting a child
+        that dies; returns the name of one that keeps dying."""
         stop = {"now": False}
 
         def handler(signum, frame):  # type: ignore[no-untyped-def]
@@ -89,9 +108,19 @@ class Stack:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        deaths: dict[str, list[float]] = {name: [] for name in SERVICES}
         while not stop["now"]:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
+            for name, process in list(self.processes.items()):
+                if process.poll() is None:
+                    continue
+                now = time.monotonic()
+                deaths[name] = [t for t in deaths[name] if now - t < RESTART_WINDOW] + [now]
+                if len(deaths[name]) > MAX_RESTARTS:
                     return name
-            time.sleep(0.5)
+                print(f"audiosearch: {name} exited with code {process.returncode}; restarting it", file=sys.stderr)
+                try:
+                    self.launch(name)
+                except RuntimeError:
+                    return name
+            time.sleep(0.2)
         return None

@@ -1,11 +1,16 @@
-"""Client channels to other services: large messages, keepalive, and a
-retry policy for UNAVAILABLE so a restarting peer is not an error."""
+"""Client channels to other services: large messages, keepalive, a retry
+policy for UNAVAILABLE so a restarting peer is not an error, and TLS (a
+client certificate for mTLS) when the process has TLS settings."""
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Sequence
 
 import grpc
+
+from services.common.config import TlsConfig
 
 _RETRY = json.dumps(
     {
@@ -35,5 +40,94 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
     ]
 
 
-def open_channel(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+def client_credentials(tls: TlsConfig | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials for calls made with `tls` (None: plaintext). With a
+    certificate and key they are presented as the client's (mTLS); without
+    a CA file the system's roots verify the server."""
+    if tls is None or not tls.client_tls:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.read("tls_ca_file"),
+        private_key=tls.read("tls_key_file"),
+        certificate_chain=tls.read("tls_cert_file"),
+    )
+
+
+def _secure(
+    options: list[tuple[str, object]], tls: TlsConfig | None
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, object]]]:
+    credentials = client_credentials(tls)
+    if credentials is not None and tls is not None and tls.tls_server_name:
+        options = [*options, ("grpc.ssl_target_name_override", tls.tls_server_name)]
+    return credentials, options
+
+
+def open_channel(
+    address: str, max_message_bytes: int = 64 * 1024 * 1024, tls: TlsConfig | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel (services calling services)."""
+    credentials, options = _secure(channel_options(max_message_bytes), tls)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call (over TLS or, on
+    loopback, plaintext; gRPC's call credentials refuse the latter)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or ()), self._header]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def open_blocking_channel(
+    address: str,
+    tls: TlsConfig | None = None,
+    token: str = "",
+    options: Sequence[tuple[str, object]] = (),
+) -> grpc.Channel:
+    """A synchronous channel (the CLI, `audiosearch serve`'s health polls),
+    sending `token` as a bearer token on every call when given."""
+    credentials, opts = _secure(list(options), tls)
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=opts)
+    else:
+        channel = grpc.secure_channel(address, credentials, options=opts)
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel

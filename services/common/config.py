@@ -60,8 +60,56 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: ob
 
 
 @dataclasses.dataclass(frozen=True)
-class ServerConfig:
-    """Settings every service has."""
+class TlsConfig:
+    """TLS settings, PEM files (empty: plaintext). A process's certificate
+    and key are its identity both ways: a server with them speaks TLS, and
+    its calls to other services present them as a client certificate. The
+    CA verifies the peer: clients' certificates on a server, servers'
+    certificates on a client. Services, the CLI and `audiosearch serve`
+    read the same AUDIOSEARCH_TLS_* variables."""
+
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # A server with a CA requires client certificates signed by it (mTLS);
+    # false lets clients in without one (a gateway whose clients use tokens).
+    tls_require_client_cert: bool = True
+    # The name to verify in the server's certificate when it is not the
+    # host of the address dialled (certificates for "audiosearch.internal"
+    # reached at 127.0.0.1).
+    tls_server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = ("cert", "key") if self.tls_cert_file else ("key", "cert")
+            raise ConfigError(f"{env_name(f'tls_{given}_file')} is set but {env_name(f'tls_{missing}_file')} is not")
+
+    @property
+    def has_identity(self) -> bool:
+        """A certificate and its key are configured."""
+        return bool(self.tls_cert_file)
+
+    @property
+    def client_tls(self) -> bool:
+        """Whether calls made with these settings use TLS."""
+        return self.has_identity or bool(self.tls_ca_file)
+
+    def read(self, field: str) -> bytes | None:
+        """The contents of the file named by `field` (None if unset).
+        Errors name the variable and the path, never the contents."""
+        path = getattr(self, field)
+        if not path:
+            return None
+        try:
+            return Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{env_name(field)}: cannot read {path}: {exc.strerror}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig(TlsConfig):
+    """Settings every service has. `listen` is on loopback unless set: a
+    service reachable from other hosts should have TLS (see TlsConfig)."""
 
     listen: str = "127.0.0.1:0"
     data_dir: Path = Path("data")

@@ -29,8 +29,14 @@ class FailedPrecondition(ServiceError):
     library bound to another model)."""
 
 
+class Unauthenticated(ServiceError):
+    """The caller did not say who it is, or said it wrongly (no bearer
+    token, an unknown token)."""
+
+
 class PermissionDenied(ServiceError):
-    """The caller may not do this (a path outside the allowed roots)."""
+    """The caller may not do this (a path outside the allowed roots, a
+    library its token does not grant)."""
 
 
 class ResourceExhausted(ServiceError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +34,9 @@ class ServiceSpec:
     startup: Callable[[], Awaitable[None]] | None = None
     # Runs after the server stopped (close files, connections).
     shutdown: Callable[[], Awaitable[None]] | None = None
+    # Interceptors inside the error mapping (the gateway's authentication):
+    # a domain exception they raise becomes its status like any other.
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
 
 @dataclasses.dataclass
@@ -60,10 +64,35 @@ async def _set_all(health: health_aio.HealthServicer, names: Sequence[str], stat
         await health.set(name, status)
 
 
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS for the server when it has a certificate and key (None:
+    plaintext); with a CA file, client certificates signed by it are
+    required (mTLS) unless `tls_require_client_cert` is off."""
+    if not config.has_identity:
+        return None
+    ca = config.read("tls_ca_file")
+    return grpc.ssl_server_credentials(
+        [(config.read("tls_key_file"), config.read("tls_cert_file"))],
+        root_certificates=ca,
+        require_client_auth=ca is not None and config.tls_require_client_cert,
+    )
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
     """Starts a server on `config.listen` (port 0 picks a free port)."""
+    credentials = server_credentials(config)  # bad TLS files fail before anything starts
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), *spec.interceptors],
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -80,7 +109,16 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
         server,
     )
     await _set_all(health, names, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(config.listen)
+    if credentials is None:
+        port = server.add_insecure_port(config.listen)
+        if not is_loopback(config.listen):
+            log.warning(
+                "listening on %s without TLS: anyone who can reach it can call it "
+                "(set AUDIOSEARCH_TLS_CERT_FILE, _KEY_FILE and _CA_FILE for mTLS, or listen on 127.0.0.1)",
+                config.listen,
+            )
+    else:
+        port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         raise RuntimeError(f"could not bind {config.listen}")
     await server.start()
@@ -91,7 +129,9 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
         await server.stop(0)
         raise
     await _set_all(health, names, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s serving on port %d", ", ".join(names), port)
+    mtls = config.tls_ca_file and config.tls_require_client_cert
+    security = "plaintext" if credentials is None else ("mTLS" if mtls else "TLS")
+    log.info("%s serving on port %d (%s)", ", ".join(names), port, security)
     return RunningServer(server, port, health, spec, config.shutdown_grace_seconds)
 
 

@@ -19,6 +19,7 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -93,21 +94,36 @@ def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def rewrap(handler: grpc.RpcMethodHandler, unary: Wrap, streaming: Wrap) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour wrapped: by `unary` where the method
+    answers with one message, by `streaming` where it streams answers.
+
+    The wrappers run inside the call's own task, so a context variable they
+    set (the deadline, the principal) reaches the servicer; one set in
+    `intercept_service` would not, with grpc.aio."""
+    common = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **common)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **common)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **common)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **common)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions escaping any servicer method to a precise status."""
+    """Maps exceptions escaping any servicer method to a precise status.
+    It is the outermost interceptor, so what inner ones raise (a domain
+    exception such as `Unauthenticated`) is mapped the same way."""
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        common = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **common)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **common)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_streaming(handler.unary_stream), **common)
-        return grpc.stream_stream_rpc_method_handler(_wrap_streaming(handler.stream_stream), **common)
+        return rewrap(handler, _wrap_unary, _wrap_streaming)

@@ -1,10 +1,18 @@
-"""Decoding uploaded bytes into mono float32 samples at a model's rate."""
+"""Decoding uploaded bytes into mono float32 samples at a model's rate.
+
+Uploads are hostile until decoded: every limit below is checked from the
+header first and again while streaming, so a file whose header lies (or
+declares no length, like a streamed FLAC) still cannot make the decoder
+produce more than the limits allow. A tiny FLAC of hours of silence is
+refused after at most `max_seconds` of it has been decoded, never after
+decoding it all."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import io
+import math
 
 import numpy as np
 import soundfile as sf
@@ -14,8 +22,37 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 
 SUPPORTED = "WAV, FLAC, OGG (Vorbis/Opus) or MP3"
 
+BLOCK = 1 << 16  # samples (frames x channels) decoded at a time
+UNKNOWN_LENGTH = (1 << 63) - 1  # libsndfile's frame count for a stream of unknown length
+# Float formats can hold any value; decoded PCM lies in [-1, 1]. Samples far
+# beyond full scale are corrupt data, and would overflow the models' float32
+# spectra into NaN vectors.
+MAX_AMPLITUDE = 1000.0
 
-BLOCK = 1 << 16  # frames decoded at a time
+# libsndfile's wording where it misleads for in-memory uploads.
+_REASONS = {
+    "File does not exist or is not a regular file (possibly a pipe?).": "Format not recognised.",
+    "(Garbled error message from libsndfile)": "unreadable data.",
+    "Internal error : SF_INFO struct incomplete.": "the header declares no valid sample rate, channel count or format.",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one upload may ask of the decoder (AUDIOSEARCH_* settings of the
+    embedder; `max_seconds` is passed on its own, see `decode`)."""
+
+    max_bytes: int = 512 * 1024 * 1024  # AUDIOSEARCH_MAX_UPLOAD_BYTES
+    min_seconds: float = 0.01  # AUDIOSEARCH_MIN_AUDIO_SECONDS
+    min_sample_rate: int = 1000  # AUDIOSEARCH_MIN_SAMPLE_RATE
+    max_sample_rate: int = 384_000  # AUDIOSEARCH_MAX_SAMPLE_RATE
+    max_channels: int = 64  # AUDIOSEARCH_MAX_CHANNELS
+    # Samples (frames x channels) decoded from one upload: bounds the work a
+    # high-rate, many-channel file (or a decompression bomb) can cause.
+    max_samples: int = 1_000_000_000  # AUDIOSEARCH_MAX_DECODED_SAMPLES
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,44 +67,141 @@ class Decoded:
     sha256: str
 
 
-def decode(data: bytes, max_seconds: float, target_rate: int) -> Decoded:
+def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = DEFAULT_LIMITS) -> Decoded:
     """Decodes any sample rate and channel count block by block, mixing down
     and resampling as it goes, so only the mono signal at the model's rate
-    is ever held whole: an hour of 48 kHz stereo never exists as floats."""
+    is ever held whole: an hour of 48 kHz stereo never exists as floats.
+
+    Raises InvalidArgument for data that is not audio (or not sane audio)
+    and ResourceExhausted for audio beyond the limits."""
     if not data:
         raise InvalidArgument("the upload is empty: send the bytes of a " + SUPPORTED + " file")
+    if len(data) > limits.max_bytes:
+        raise ResourceExhausted(
+            f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)"
+        )
     digest = hashlib.sha256(data).hexdigest()
     parts: list[np.ndarray] = []
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels = f.samplerate, f.channels
-            if rate <= 0 or channels <= 0:
-                raise InvalidArgument(f"the file declares {rate} Hz and {channels} channels")
-            limit = int(max_seconds * rate)
-            if f.frames > limit:
-                raise ResourceExhausted(_too_long(f.frames / rate, max_seconds))
+            _check_format(rate, channels, limits)
+            max_frames = limits.max_samples // channels
+            if max_seconds * rate < max_frames:  # (an infinite limit leaves the sample budget)
+                max_frames = math.floor(max_seconds * rate)
+            if 0 <= f.frames < UNKNOWN_LENGTH:  # a declared length: refuse before decoding anything
+                _check_length(f.frames, rate, channels, max_seconds, limits, declared=True)
             stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
+            buffer = np.empty((max(1, BLOCK // channels), channels), dtype=np.float32)
             read = 0
-            for block in f.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+            while True:
+                block = buffer[: _read_into(f, buffer)]
+                if not len(block):
+                    break
                 read += len(block)
-                if read > limit:  # a header that lied about its length
-                    raise ResourceExhausted(_too_long(read / rate, max_seconds))
-                mono = block.mean(axis=1, dtype=np.float32)
-                if not np.isfinite(mono).all():
-                    raise InvalidArgument("the audio holds NaN or infinite samples")
-                parts.append(mono if stream is None else stream.resample_chunk(mono))
+                if read > max_frames:  # a header that lied, or declared no length
+                    _check_length(read, rate, channels, max_seconds, limits, declared=False)
+                _check_values(block)
+                mono = block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
+                parts.append(np.array(mono) if stream is None else stream.resample_chunk(mono))
             if stream is not None:
                 parts.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InvalidArgument(f"could not decode the upload as audio ({exc}); send a {SUPPORTED} file") from None
+    except sf.LibsndfileError as exc:
+        raise InvalidArgument(_not_audio(_REASONS.get(exc.error_string, exc.error_string))) from None
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgument(_not_audio(f"{exc}")) from None
     if read == 0:
-        raise InvalidArgument("the audio file holds no samples")
+        raise InvalidArgument("the audio file holds no samples (a header without audio data)")
+    duration = read / rate
+    if duration < limits.min_seconds:
+        raise InvalidArgument(
+            f"the audio is {_seconds(duration)} long ({read} sample{'s' if read != 1 else ''} at {rate} Hz); "
+            f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)"
+        )
     samples = np.concatenate(parts).astype(np.float32, copy=False)
-    return Decoded(samples, target_rate, rate, channels, read / rate, digest)
+    return Decoded(samples, target_rate, rate, channels, duration, digest)
 
 
-def _too_long(seconds: float, limit: float) -> str:
-    return f"audio is at least {seconds:.0f} s long; the limit is {limit:.0f} s (AUDIOSEARCH_MAX_AUDIO_SECONDS)"
+def _read_into(f: sf.SoundFile, out: np.ndarray) -> int:
+    """Reads up to len(out) frames into `out` (float32, C-contiguous,
+    frames x channels) and returns how many were read; 0 at the end.
+
+    Not `SoundFile.blocks()`, which trusts the header's length and yields
+    stale buffer contents where a truncated file ends early, nor
+    `SoundFile.read()`, which seeks around every read to track its position,
+    and so fails on FLAC streams that declare no length. libsndfile's own
+    `sf_readf_float` does neither (soundfile's cffi handles, pinned
+    soundfile==0.14.0)."""
+    data = sf._ffi.cast("float *", out.__array_interface__["data"][0])
+    frames = sf._snd.sf_readf_float(f._file, data, len(out))
+    error = sf._snd.sf_error(f._file)
+    if error:
+        raise sf.LibsndfileError(error)
+    return int(frames)
+
+
+def _not_audio(reason: str) -> str:
+    reason = reason.strip().rstrip(".")
+    return f"could not decode the upload as audio ({reason}); send a {SUPPORTED} file"
+
+
+def _check_format(rate: int, channels: int, limits: Limits) -> None:
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
+        raise InvalidArgument(
+            f"the file declares a sample rate of {rate} Hz; supported rates are {limits.min_sample_rate}-"
+            f"{limits.max_sample_rate} Hz (AUDIOSEARCH_MIN_SAMPLE_RATE, AUDIOSEARCH_MAX_SAMPLE_RATE)"
+        )
+    if not 1 <= channels <= limits.max_channels:
+        raise InvalidArgument(
+            f"the file declares {channels} channels; at most {limits.max_channels} are supported "
+            "(AUDIOSEARCH_MAX_CHANNELS)"
+        )
+
+
+def _check_length(frames: int, rate: int, channels: int, max_seconds: float, limits: Limits, declared: bool) -> None:
+    """ResourceExhausted when `frames` exceed the duration or the sample
+    budget: `declared` from the header, before decoding; else found while
+    decoding, which stops there."""
+    if frames / rate > max_seconds:
+        if declared:
+            raise ResourceExhausted(
+                f"the file declares {_seconds(frames / rate)} of audio; the limit is {_seconds(max_seconds)} "
+                "(AUDIOSEARCH_MAX_AUDIO_SECONDS)"
+            )
+        raise ResourceExhausted(
+            f"the audio is longer than the limit of {_seconds(max_seconds)} (AUDIOSEARCH_MAX_AUDIO_SECONDS); "
+            "decoding stopped there"
+        )
+    if frames * channels > limits.max_samples:
+        shape = f"{channels} channels at {rate} Hz"
+        if declared:
+            raise ResourceExhausted(
+                f"the file declares {frames * channels} samples ({shape}); the limit is {limits.max_samples} "
+                "samples per upload (AUDIOSEARCH_MAX_DECODED_SAMPLES)"
+            )
+        raise ResourceExhausted(
+            f"the audio holds more than the limit of {limits.max_samples} samples per upload ({shape}; "
+            "AUDIOSEARCH_MAX_DECODED_SAMPLES); decoding stopped there"
+        )
+
+
+def _check_values(block: np.ndarray) -> None:
+    peak = float(np.max(np.abs(block)))
+    if not math.isfinite(peak):
+        raise InvalidArgument("the audio holds NaN or infinite samples (corrupt floating-point data)")
+    if peak > MAX_AMPLITUDE:
+        raise InvalidArgument(
+            f"the audio holds samples of magnitude {peak:.3g}; floating-point audio must stay within "
+            f"±{MAX_AMPLITUDE:g} (full scale is ±1): the data is corrupt"
+        )
+
+
+def _seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds:.0f} s ({seconds / 3600:.1f} h)"
+    if seconds >= 1:
+        return f"{seconds:.0f} s"
+    return f"{seconds:.2g} s"
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

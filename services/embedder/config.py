@@ -29,5 +29,19 @@ class EmbedderConfig(ServerConfig):
     # Windows per model call, and how long to wait to fill a batch.
     max_batch: int = 16
     batch_wait_ms: float = 5.0
+    # Requests decoded and embedded at once, and how many more may wait;
+    # beyond that the embedder answers RESOURCE_EXHAUSTED (bounded memory).
+    max_active_embeds: int = 4
+    max_queued_embeds: int = 32
+    # Limits on one upload (docs/input-limits.md). Beyond the size or the
+    # length: RESOURCE_EXHAUSTED; outside the sane format range, or shorter
+    # than the minimum: INVALID_ARGUMENT.
     max_audio_seconds: float = 3600.0
     max_upload_bytes: int = 512 * 1024 * 1024
+    min_audio_seconds: float = 0.01
+    min_sample_rate: int = 1000
+    max_sample_rate: int = 384_000
+    max_channels: int = 64
+    # Samples (frames x channels) decoded from one upload: bounds the work of
+    # high-rate, many-channel files and decompression bombs.
+    max_decoded_samples: int = 1_000_000_000

@@ -8,8 +8,10 @@ import dataclasses
 import numpy as np
 
 from services.common.errors import InvalidArgument
+from services.common.limits import MAX_WINDOW_SECONDS
 from services.common.vectors import Vector
 from services.embedder import audio
+from services.embedder.admission import Admission
 from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
 from services.embedder.models.base import Embeddings, ModelInfo
@@ -45,9 +47,6 @@ class EmbedResult:
     tags: list[tuple[str, float]]
 
 
-MAX_WINDOW_SECONDS = 60.0
-
-
 def window_and_hop(info: ModelInfo, window: float, hop: float) -> tuple[float, float]:
     """The model's defaults where 0, validated otherwise."""
     window = window or info.window_seconds
@@ -59,9 +58,22 @@ def window_and_hop(info: ModelInfo, window: float, hop: float) -> tuple[float, f
     return window, hop
 
 
+def decoder_limits(config: EmbedderConfig) -> audio.Limits:
+    return audio.Limits(
+        max_bytes=config.max_upload_bytes,
+        min_seconds=config.min_audio_seconds,
+        min_sample_rate=config.min_sample_rate,
+        max_sample_rate=config.max_sample_rate,
+        max_channels=config.max_channels,
+        max_samples=config.max_decoded_samples,
+    )
+
+
 class Embedder:
     def __init__(self, registry: Registry, config: EmbedderConfig) -> None:
         self.registry, self.config = registry, config
+        self.limits = decoder_limits(config)
+        self.admission = Admission(config.max_active_embeds, config.max_queued_embeds)
         self.batchers = {
             name: Batcher(slot.model, config.max_batch, config.batch_wait_ms) for name, slot in registry.slots.items()
         }
@@ -86,7 +98,9 @@ class Embedder:
         model = self.registry.get(model_name)
         info = model.info
         window, hop = window_and_hop(info, window, hop)
-        decoded = await asyncio.to_thread(audio.decode, data, self.config.max_audio_seconds, info.sample_rate)
+        decoded = await asyncio.to_thread(
+            audio.decode, data, self.config.max_audio_seconds, info.sample_rate, self.limits
+        )
         embed_signal = getattr(model, "embed_signal", None)
         if embed_signal is not None:
             vectors, offsets = await asyncio.to_thread(embed_signal, decoded.samples, window, hop, query)

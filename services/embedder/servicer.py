@@ -41,10 +41,11 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         return pb.ListModelsResponse(models=models, default_model=self.embedder.registry.default_name)
 
     async def Embed(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        options, data = await uploads.collect(request_iterator, "options", self.embedder.config.max_upload_bytes)
-        result = await self.embedder.embed(
-            data, options.model, options.top_tags, options.window_seconds, options.hop_seconds, options.query
-        )
+        async with self.embedder.admission.turn():  # before the upload is read: it counts towards memory
+            options, data = await uploads.collect(request_iterator, "options", self.embedder.config.max_upload_bytes)
+            result = await self.embedder.embed(
+                data, options.model, options.top_tags, options.window_seconds, options.hop_seconds, options.query
+            )
         return pb.EmbedResponse(
             model=model_pb(result.model, True, "", window=result.window, hop=result.hop),
             audio=pb.AudioInfo(

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from services.common import config as cfg
 from services.common import server
 from services.common.channels import open_channel
+from services.common.errors import ServiceError
+from services.gateway.access import load_tokens
+from services.gateway.auth import AuthInterceptor
 from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient
 from services.gateway.config import GatewayConfig
 from services.gateway.orchestrator import Gateway, Settings
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 
+log = logging.getLogger(__name__)
+
+
+def interceptors(config: GatewayConfig) -> list[AuthInterceptor]:
+    if not config.auth_tokens_file:
+        if not server.is_loopback(config.listen):
+            log.warning("no AUDIOSEARCH_AUTH_TOKENS_FILE: any caller reaching %s may do everything", config.listen)
+        return []
+    tokens = load_tokens(Path(config.auth_tokens_file).expanduser())
+    log.info("bearer tokens required: %d principals", len(tokens.entries))
+    return [AuthInterceptor(tokens)]
+
 
 async def build(config: GatewayConfig) -> server.ServiceSpec:
+    auth = interceptors(config)  # a bad tokens file fails before anything is opened
+    # Its TLS identity, if any, is also its client certificate for these.
     channels = [
-        open_channel(a, config.max_message_bytes)
+        open_channel(a, config.max_message_bytes, config)
         for a in (config.embedder_addr, config.search_addr, config.catalog_addr)
     ]
     timeout = config.rpc_timeout_seconds
@@ -23,18 +44,47 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
         EmbedderClient(channels[0], timeout),
         VectorClient(channels[1], timeout),
         CatalogClient(channels[2], timeout),
-        Settings(config.max_upload_bytes, config.max_top_k, config.auto_tags, config.allowed_roots),
+        Settings(
+            config.max_upload_bytes,
+            config.max_top_k,
+            config.auto_tags,
+            config.allowed_roots,
+            config.repair_stale_seconds,
+        ),
     )
+    tasks: list[asyncio.Task[None]] = []
+
+    async def startup() -> None:
+        if config.repair_on_start:
+            tasks.append(asyncio.create_task(repair_on_start(gateway)))
 
     async def shutdown() -> None:
+        for task in tasks:
+            task.cancel()
         for channel in channels:
             await channel.close()
 
     return server.ServiceSpec(
         service_names=[SERVICE_NAME],
         register=lambda s: pb_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), s),
+        startup=startup,
         shutdown=shutdown,
+        interceptors=auth,
     )
+
+
+async def repair_on_start(gateway: Gateway, attempts: int = 10) -> None:
+    """Leftovers of a crash are fixed without anyone asking; the other
+    services may still be starting, so failures are retried with backoff."""
+    for attempt in range(attempts):
+        try:
+            actions = await gateway.repair()
+        except ServiceError as exc:
+            log.warning("start-up repair failed (attempt %d of %d): %s", attempt + 1, attempts, exc.message)
+            await asyncio.sleep(min(60.0, 2.0**attempt))
+            continue
+        log.info("start-up repair: %s", f"{len(actions)} inconsistencies fixed" if actions else "nothing to fix")
+        return
 
 
 def main() -> None:

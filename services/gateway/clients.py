@@ -18,10 +18,14 @@ from services.common.convert import vector_fields, vector_from_message
 from services.common.status import call
 from services.common.vectors import Vector
 from services.gateway.domain import (
+    DELETING,
+    PENDING,
+    READY,
     CollectionStats,
     Embedded,
     Hit,
     Item,
+    ItemState,
     Library,
     LibraryCounts,
     ModelStatus,
@@ -158,6 +162,12 @@ class VectorClient(_Client):
         r = await self._call("CollectionStats", srch.CollectionStatsRequest())
         return [CollectionStats(c.library, c.vectors, c.items) for c in r.collections]
 
+    async def item_ids(self, library: str) -> set[int]:
+        return set((await self._call("ListItemIds", srch.ListItemIdsRequest(library=library))).item_ids)
+
+
+STATES = {cat.ITEM_STATE_PENDING: PENDING, cat.ITEM_STATE_READY: READY, cat.ITEM_STATE_DELETING: DELETING}
+
 
 def _library(lib: cat.Library) -> Library:
     return Library(
@@ -212,10 +222,15 @@ class CatalogClient(_Client):
         return (await self._call("DeleteLibrary", cat.DeleteLibraryRequest(name=name))).deleted_items
 
     async def reserve_item(
-        self, library: str, sha256: str, name: str, source_uri: str, tags: Sequence[str]
+        self, library: str, sha256: str, name: str, source_uri: str, tags: Sequence[str], idempotency_key: str = ""
     ) -> tuple[Item, bool]:
         request = cat.ReserveItemRequest(
-            library=library, sha256=sha256, name=name, source_uri=source_uri, user_tags=tags
+            library=library,
+            sha256=sha256,
+            name=name,
+            source_uri=source_uri,
+            user_tags=tags,
+            idempotency_key=idempotency_key,
         )
         r = await self._call("ReserveItem", request)
         return _item(r.item), r.created
@@ -254,3 +269,10 @@ class CatalogClient(_Client):
     async def stats(self) -> list[LibraryCounts]:
         r = await self._call("CatalogStats", cat.CatalogStatsRequest())
         return [LibraryCounts(c.library, c.ready_items, c.pending_items, c.total_duration_seconds) for c in r.libraries]
+
+    async def item_states(self, library: str) -> list[ItemState]:
+        r = await self._call("ListItemStates", cat.ListItemStatesRequest(library=library))
+        return [ItemState(i.id, STATES[i.state], i.update_time.ToDatetime(), i.source_uri, i.sha256) for i in r.items]
+
+    async def mark_pending(self, item_id: int) -> None:
+        await self._call("MarkItemPending", cat.MarkItemPendingRequest(id=item_id))

@@ -22,3 +22,13 @@ class GatewayConfig(ServerConfig):
     auto_tags: int = 5
     # Upper bound for any downstream call; the caller's deadline may cut it.
     rpc_timeout_seconds: float = 300.0
+    # Bearer-token authentication: a TOML (.toml) or JSON file of principals,
+    # their token hashes and the libraries they may read or write
+    # (docs/security.md). Empty: no authentication, every caller may do
+    # everything; keep such a gateway on loopback.
+    auth_tokens_file: str = ""
+    # Repair (GatewayService.Repair): a PENDING item untouched this long is
+    # an abandoned insert. The gateway also repairs once on start, in the
+    # background, retrying until the other services answer.
+    repair_stale_seconds: float = 900.0
+    repair_on_start: bool = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.limits import MAX_WINDOW_SECONDS
+from services.gateway import access
 from services.gateway.domain import (
     CatalogPort,
     EmbedderPort,
@@ -30,6 +33,7 @@ from services.gateway.domain import (
     VectorPort,
     Window,
 )
+from services.gateway.repair import Action, Repair
 from services.gateway.voting import items_per_query_window, vote
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ class Settings:
     max_top_k: int
     auto_tags: int
     allowed_roots: tuple[str, ...]
+    repair_stale_seconds: float = 900.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +100,7 @@ class Gateway:
 
     # Libraries
 
-    async def _model(self, name: str) -> ModelStatus:
+    async def model_status(self, name: str) -> ModelStatus:
         models, default = await self.embedder.models()
         name = name or default
         status = next((m for m in models if m.name == name), None)
@@ -106,7 +111,8 @@ class Gateway:
     async def create_library(
         self, name: str, model: str = "", description: str = "", window: float = 0.0, hop: float = 0.0
     ) -> Library:
-        status = await self._model(model)
+        access.require(name, write=True)
+        status = await self.model_status(model)
         if status.loading:
             raise Unavailable(
                 f"model {status.name} is still loading (first start downloads its weights); retry shortly, "
@@ -116,10 +122,15 @@ class Gateway:
             raise FailedPrecondition(f"model {status.name} is unavailable: {status.reason}")
         window = window or status.window
         hop = hop or min(status.hop, window)
-        if window <= 0 or not 0 < hop <= window:
+        if not 0 < window <= MAX_WINDOW_SECONDS:
+            raise InvalidArgument(f"window must be more than 0 and at most {MAX_WINDOW_SECONDS} s, got {window}")
+        if not 0 < hop <= window:
             raise InvalidArgument(f"hop ({hop} s) must be positive and at most the window ({window} s)")
         library = await self.catalog.create_library(name, status.name, status.dim, description, window, hop)
         try:
+            # The name was free in the catalog, so a collection under it is a
+            # leftover of a delete that crashed half-way: start clean.
+            await self.vectors.drop(name)
             await self.vectors.create(name, status.name, status.dim, status.sparse)
         except BaseException:
             await self.catalog.delete_library(name)  # undo, so the name is free for a retry
@@ -127,30 +138,47 @@ class Gateway:
         return library
 
     async def list_libraries(self) -> list[Library]:
-        return await self.catalog.list_libraries()
+        libraries = await self.catalog.list_libraries()
+        visible = access.visible(lib.name for lib in libraries)
+        return [lib for lib in libraries if lib.name in visible]
 
     async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]:
+        if library:
+            access.require(library)
+        else:
+            access.require_admin("list the items of every library (set a library)")
         return await self.catalog.list_items(library, page_size, page_token, tag)
 
     async def delete_library(self, name: str) -> int:
-        await self.catalog.get_library(name)
+        access.require(name, write=True)
+        # Catalog first: from then on nothing of the library is visible, and
+        # a crash before the drop leaves only a collection that repair (or
+        # creating the name again) removes.
+        deleted = await self.catalog.delete_library(name)
         await self.vectors.drop(name)
-        return await self.catalog.delete_library(name)
+        return deleted
 
     # Items
 
     async def insert(
-        self, library: str, data: bytes, name: str, source_uri: str = "", tags: Sequence[str] = ()
+        self,
+        library: str,
+        data: bytes,
+        name: str,
+        source_uri: str = "",
+        tags: Sequence[str] = (),
+        idempotency_key: str = "",
     ) -> tuple[Item, bool]:
         if not library:
             raise InvalidArgument("library must be set")
+        access.require(library, write=True)
         if not data:
             raise InvalidArgument("the upload is empty: send the bytes of an audio file")
         if not name:
             raise InvalidArgument("name must be set (e.g. the file name)")
         lib = await self.catalog.get_library(library)
         sha256 = hashlib.sha256(data).hexdigest()
-        item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags)
+        item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags, idempotency_key)
         if item.ready:
             return item, False
         # New, or left PENDING by an earlier attempt: (re)do the remaining steps.
@@ -163,38 +191,60 @@ class Gateway:
         if embedded.model != lib.model or embedded.dim != lib.dim:
             raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
         await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
-        item = await self.catalog.mark_ready(item.id, embedded)
+        try:
+            item = await self.catalog.mark_ready(item.id, embedded)
+        except NotFound:
+            # Repair removed the row meanwhile (untouched for too long): take
+            # the vectors back so nothing is orphaned; a retry starts afresh.
+            await self.vectors.delete(library, [item.id])
+            raise Unavailable(f"the insert of {name!r} was interrupted; retry it") from None
         return item, created
 
-    async def insert_path(self, library: str, path: str, name: str = "", tags: Sequence[str] = ()) -> tuple[Item, bool]:
+    async def insert_path(
+        self, library: str, path: str, name: str = "", tags: Sequence[str] = (), idempotency_key: str = ""
+    ) -> tuple[Item, bool]:
+        if not library:
+            raise InvalidArgument("library must be set")
+        access.require(library, write=True)
+        data = self.read_allowed_file(path)
+        return await self.insert(library, data, name or Path(path).name, path, tags, idempotency_key)
+
+    def read_allowed_file(self, path: str) -> bytes:
         file = self._allowed_file(path)
         size = file.stat().st_size
         if size > self.settings.max_upload_bytes:
             raise ResourceExhausted(f"{path} is {size} bytes; the limit is {self.settings.max_upload_bytes}")
-        data = file.read_bytes()
-        return await self.insert(library, data, name or file.name, str(file), tags)
+        return file.read_bytes()
 
     def _allowed_file(self, path: str) -> Path:
         if not self.settings.allowed_roots:
             raise PermissionDenied("inserting by server path is disabled; set AUDIOSEARCH_ALLOWED_ROOTS on the gateway")
         if not path or not os.path.isabs(path):
             raise InvalidArgument(f"path must be absolute, got {path!r}")
+        if "\x00" in path:
+            raise InvalidArgument("path must not contain NUL characters")
         resolved = Path(os.path.realpath(path))  # follows symlinks: a link cannot escape a root
         roots = [Path(os.path.realpath(r)) for r in self.settings.allowed_roots]
         if not any(resolved == root or root in resolved.parents for root in roots):
             raise PermissionDenied(f"{path} is outside the allowed roots ({', '.join(map(str, roots))})")
-        if not resolved.is_file():
+        try:
+            is_file = resolved.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise InvalidArgument(f"unusable path {path!r}: {exc.strerror}") from None
+        if not is_file:
             raise NotFound(f"no file at {path}")
         return resolved
 
     async def get(self, item_id: int) -> Item:
         item = await self.catalog.get_item(item_id)
+        access.require(item.library)
         if not item.ready:
             raise NotFound(f"audio item {item_id} is not ready (still being inserted or deleted)")
         return item
 
     async def delete(self, item_id: int) -> None:
         item = await self.catalog.get_item(item_id)
+        access.require(item.library, write=True)
         await self.catalog.mark_deleting(item_id)  # hidden from search from here on
         await self.vectors.delete(item.library, [item_id])
         await self.catalog.delete_item(item_id)
@@ -215,6 +265,8 @@ class Gateway:
         min_score: float = 0.0,
     ) -> Ranking:
         self._check_top_k(top_k)
+        if not math.isfinite(min_score):
+            raise InvalidArgument(f"min_score must be a finite number, got {min_score}")
         exclude: list[int] = []
         if item_id:
             if data:
@@ -227,13 +279,14 @@ class Gateway:
             windows = await self.vectors.get(library, item_id)
             exclude = [item_id]
             duration = source.duration_seconds
-            model = await self._model(lib.model)
+            model = await self.model_status(lib.model)
             window, hop, min_evidence = lib.window or model.window, lib.hop or model.hop, model.min_evidence
         else:
             if not library:
                 raise InvalidArgument("library must be set")
             if not data:
                 raise InvalidArgument("the query clip is empty: upload audio or set item_id")
+            access.require(library)
             lib = await self.catalog.get_library(library)
             embedded = await self.embedder.embed(data, lib.model, 0, lib.window, lib.hop, query=True)
             windows, duration = embedded.windows, embedded.duration
@@ -281,10 +334,18 @@ class Gateway:
                 results.append(Result(item, m.score, m.evidence, m.item_start, end, m.query_start, m.query_end))
         return results[:top_k]
 
+    # Repair
+
+    async def repair(self, stale_after: float = 0.0, dry_run: bool = False) -> list[Action]:
+        access.require_admin("run repair")
+        if stale_after < 0:
+            raise InvalidArgument("stale_after_seconds must not be negative")
+        return await Repair(self, stale_after or self.settings.repair_stale_seconds, dry_run).run()
+
     # Stats
 
     async def stats(self) -> Stats:
-        libraries = await self.catalog.list_libraries()
+        libraries = await self.list_libraries()
         counts = {c.library: c for c in await self.catalog.stats()}
         collections = {c.library: c for c in await self.vectors.stats()}
         models, default = await self.embedder.models()

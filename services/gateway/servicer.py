@@ -9,6 +9,7 @@ from services.common import uploads
 from services.common.convert import timestamp
 from services.gateway.domain import Item, Library
 from services.gateway.orchestrator import Gateway
+from services.gateway.repair import KINDS
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
@@ -60,11 +61,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def InsertAudio(self, request_iterator, context):  # type: ignore[no-untyped-def]
         meta, data = await uploads.collect(request_iterator, "metadata", self.gateway.settings.max_upload_bytes)
-        item, created = await self.gateway.insert(meta.library, data, meta.name, meta.source_uri, list(meta.tags))
+        item, created = await self.gateway.insert(
+            meta.library, data, meta.name, meta.source_uri, list(meta.tags), meta.idempotency_key
+        )
         return pb.InsertAudioResponse(item=item_pb(item), created=created)
 
     async def InsertAudioFromPath(self, request, context):  # type: ignore[no-untyped-def]
-        item, created = await self.gateway.insert_path(request.library, request.path, request.name, list(request.tags))
+        item, created = await self.gateway.insert_path(
+            request.library, request.path, request.name, list(request.tags), request.idempotency_key
+        )
         return pb.InsertAudioFromPathResponse(item=item_pb(item), created=created)
 
     async def SearchAudio(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -123,3 +128,16 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             ],
             default_model=stats.default_model,
         )
+
+    async def Repair(self, request, context):  # type: ignore[no-untyped-def]
+        actions = await self.gateway.repair(request.stale_after_seconds, request.dry_run)
+        return pb.RepairResponse(
+            actions=[
+                pb.RepairAction(kind=REPAIR_KINDS[a.kind], library=a.library, item_id=a.item_id, detail=a.detail)
+                for a in actions
+            ],
+            dry_run=request.dry_run,
+        )
+
+
+REPAIR_KINDS = {kind: pb.RepairKind.Value("REPAIR_KIND_" + kind.upper()) for kind in KINDS}

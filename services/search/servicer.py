@@ -101,3 +101,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 for s in stats
             ]
         )
+
+    async def ListItemIds(self, request, context):  # type: ignore[no-untyped-def]
+        ids = await asyncio.to_thread(self.store.item_ids, _library(request.library))
+        return pb.ListItemIdsResponse(item_ids=ids)

@@ -307,6 +307,18 @@ class VectorStore:
         self.client.delete(name, filter=f"item_id in {_ids(item_ids)}")
         return before
 
+    def item_ids(self, library: str) -> list[int]:
+        """Every item with at least one window in the library (for repair)."""
+        name, _ = self._bound(library)
+        ids: set[int] = set()
+        iterator = self.client.query_iterator(name, batch_size=16384, filter="", output_fields=["item_id"])
+        try:
+            while batch := iterator.next():
+                ids.update(int(r["item_id"]) for r in batch)
+        finally:
+            iterator.close()
+        return sorted(ids)
+
     def _count(self, name: str, expr: str = "") -> int:
         rows = self.client.query(name, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0

@@ -44,6 +44,7 @@ PEAKS_PER_SECOND = 24
 FAN_OUT = 10
 MAX_DT = 40  # frames (1.28 s)
 MAX_DF = 48  # bins (750 Hz)
+MIN_DF = 2  # bins: a pair within one partial's width says only "a tone lasts", which any tonal sound does
 NEIGHBOURHOOD = (9, 17)  # frames x bins for the local-maximum test
 MIN_PROMINENCE = 6.0  # dB above the neighbourhood mean
 F_Q, DF_Q, DT_Q = 2, 2, 1  # quantisation of f1, f2 - f1 (bins) and t2 - t1 (frames)
@@ -63,7 +64,7 @@ class FingerprintModel:
         window_seconds=2.0,
         hop_seconds=0.5,
         min_seconds=0.5,
-        min_evidence=0.10,
+        min_evidence=0.085,
         sparse=True,
     )
 
@@ -116,7 +117,7 @@ class FingerprintModel:
             if k >= len(t):
                 break
             dt, df = t[k:] - t[:-k], f[k:] - f[:-k]
-            ok = (dt > 0) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF)
+            ok = (dt > 0) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF) & (np.abs(df) >= MIN_DF)
             anchors = np.nonzero(ok)[0]
             parts.append(
                 np.stack([anchors, f[:-k][ok] // F_Q, (df[ok] + MAX_DF) // DF_Q, dt[ok] // DT_Q, -p[k:][ok] * 1000])

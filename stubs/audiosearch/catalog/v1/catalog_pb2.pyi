@@ -134,18 +134,20 @@ class DeleteLibraryResponse(_message.Message):
     def __init__(self, deleted_items: _Optional[int] = ...) -> None: ...
 
 class ReserveItemRequest(_message.Message):
-    __slots__ = ("library", "sha256", "name", "source_uri", "user_tags")
+    __slots__ = ("library", "sha256", "name", "source_uri", "user_tags", "idempotency_key")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
     USER_TAGS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     library: str
     sha256: str
     name: str
     source_uri: str
     user_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., user_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, library: _Optional[str] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., user_tags: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ReserveItemResponse(_message.Message):
     __slots__ = ("item", "created")
@@ -278,3 +280,41 @@ class CatalogStatsResponse(_message.Message):
     LIBRARIES_FIELD_NUMBER: _ClassVar[int]
     libraries: _containers.RepeatedCompositeFieldContainer[LibraryCounts]
     def __init__(self, libraries: _Optional[_Iterable[_Union[LibraryCounts, _Mapping]]] = ...) -> None: ...
+
+class ListItemStatesRequest(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    def __init__(self, library: _Optional[str] = ...) -> None: ...
+
+class ItemStateEntry(_message.Message):
+    __slots__ = ("id", "state", "update_time", "source_uri", "sha256")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    state: ItemState
+    update_time: _timestamp_pb2.Timestamp
+    source_uri: str
+    sha256: str
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[ItemState, str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_uri: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ListItemStatesResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ItemStateEntry]
+    def __init__(self, items: _Optional[_Iterable[_Union[ItemStateEntry, _Mapping]]] = ...) -> None: ...
+
+class MarkItemPendingRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class MarkItemPendingResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...

@@ -100,6 +100,16 @@ class CatalogServiceStub:
                 request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsResponse.FromString,
                 _registered_method=True)
+        self.ListItemStates = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/ListItemStates',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesResponse.FromString,
+                _registered_method=True)
+        self.MarkItemPending = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/MarkItemPending',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -190,6 +200,21 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListItemStates(self, request, context):
+        """Every item of a library with its state and last change (for repair).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkItemPending(self, request, context):
+        """READY -> PENDING: the item's vectors are gone; inserting the same
+        content again completes it under the same id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +282,16 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.CatalogStats,
                     request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsRequest.FromString,
                     response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsResponse.SerializeToString,
+            ),
+            'ListItemStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItemStates,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesResponse.SerializeToString,
+            ),
+            'MarkItemPending': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkItemPending,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +646,60 @@ class CatalogService:
             '/audiosearch.catalog.v1.CatalogService/CatalogStats',
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsRequest.SerializeToString,
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CatalogStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItemStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/ListItemStates',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.ListItemStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkItemPending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/MarkItemPending',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$audiosearch/gateway/v1/gateway.proto\x12\x16\x61udiosearch.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x07Library\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x07 \x01(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x8f\x02\n\tAudioItem\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x07 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x08 \x01(\x05\x12\x11\n\tuser_tags\x18\t \x03(\t\x12.\n\tauto_tags\x18\n \x03(\x0b\x32\x1b.audiosearch.gateway.v1.Tag\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x14\x43reateLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x05 \x01(\x02\"I\n\x15\x43reateLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.gateway.v1.Library\"\x16\n\x14ListLibrariesRequest\"K\n\x15ListLibrariesResponse\x12\x32\n\tlibraries\x18\x01 \x03(\x0b\x32\x1f.audiosearch.gateway.v1.Library\"$\n\x14\x44\x65leteLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\x15\x44\x65leteLibraryResponse\x12\x15\n\rdeleted_items\x18\x01 \x01(\x03\"V\n\x13InsertAudioMetadata\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsource_uri\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\"b\n\x12InsertAudioRequest\x12=\n\x08metadata\x18\x01 \x01(\x0b\x32+.audiosearch.gateway.v1.InsertAudioMetadata\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"W\n\x13InsertAudioResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"W\n\x1aInsertAudioFromPathRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\"_\n\x1bInsertAudioFromPathResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"`\n\x0cSearchParams\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0f\n\x07item_id\x18\x03 \x01(\x03\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"Y\n\x12SearchAudioRequest\x12\x34\n\x06params\x18\x01 \x01(\x0b\x32$.audiosearch.gateway.v1.SearchParams\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"7\n\tTimeRange\x12\x15\n\rstart_seconds\x18\x01 \x01(\x02\x12\x13\n\x0b\x65nd_seconds\x18\x02 \x01(\x02\"\xcf\x01\n\x0cSearchResult\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x35\n\nitem_range\x18\x03 \x01(\x0b\x32!.audiosearch.gateway.v1.TimeRange\x12\x36\n\x0bquery_range\x18\x04 \x01(\x0b\x32!.audiosearch.gateway.v1.TimeRange\x12\x10\n\x08\x65vidence\x18\x05 \x01(\x02\"q\n\x13SearchAudioResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.audiosearch.gateway.v1.SearchResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmin_evidence\x18\x03 \x01(\x02\"\x1d\n\x0fGetAudioRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"C\n\x10GetAudioResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\"W\n\x10ListAudioRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\"^\n\x11ListAudioResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteAudioRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x15\n\x13\x44\x65leteAudioResponse\"\x0e\n\x0cStatsRequest\"\x99\x01\n\x0cLibraryStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x15\n\rpending_items\x18\x04 \x01(\x03\x12\x1e\n\x16total_duration_seconds\x18\x05 \x01(\x01\x12\x15\n\rindexed_items\x18\x06 \x01(\x03\x12\x0f\n\x07vectors\x18\x07 \x01(\x03\"h\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\"\x94\x01\n\rStatsResponse\x12\x37\n\tlibraries\x18\x01 \x03(\x0b\x32$.audiosearch.gateway.v1.LibraryStats\x12\x33\n\x06models\x18\x02 \x03(\x0b\x32#.audiosearch.gateway.v1.ModelStatus\x12\x15\n\rdefault_model\x18\x03 \x01(\t2\xad\x08\n\x0eGatewayService\x12l\n\rCreateLibrary\x12,.audiosearch.gateway.v1.CreateLibraryRequest\x1a-.audiosearch.gateway.v1.CreateLibraryResponse\x12l\n\rListLibraries\x12,.audiosearch.gateway.v1.ListLibrariesRequest\x1a-.audiosearch.gateway.v1.ListLibrariesResponse\x12l\n\rDeleteLibrary\x12,.audiosearch.gateway.v1.DeleteLibraryRequest\x1a-.audiosearch.gateway.v1.DeleteLibraryResponse\x12h\n\x0bInsertAudio\x12*.audiosearch.gateway.v1.InsertAudioRequest\x1a+.audiosearch.gateway.v1.InsertAudioResponse(\x01\x12~\n\x13InsertAudioFromPath\x12\x32.audiosearch.gateway.v1.InsertAudioFromPathRequest\x1a\x33.audiosearch.gateway.v1.InsertAudioFromPathResponse\x12h\n\x0bSearchAudio\x12*.audiosearch.gateway.v1.SearchAudioRequest\x1a+.audiosearch.gateway.v1.SearchAudioResponse(\x01\x12]\n\x08GetAudio\x12\'.audiosearch.gateway.v1.GetAudioRequest\x1a(.audiosearch.gateway.v1.GetAudioResponse\x12`\n\tListAudio\x12(.audiosearch.gateway.v1.ListAudioRequest\x1a).audiosearch.gateway.v1.ListAudioResponse\x12\x66\n\x0b\x44\x65leteAudio\x12*.audiosearch.gateway.v1.DeleteAudioRequest\x1a+.audiosearch.gateway.v1.DeleteAudioResponse\x12T\n\x05Stats\x12$.audiosearch.gateway.v1.StatsRequest\x1a%.audiosearch.gateway.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$audiosearch/gateway/v1/gateway.proto\x12\x16\x61udiosearch.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x07Library\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x07 \x01(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x8f\x02\n\tAudioItem\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x07 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x08 \x01(\x05\x12\x11\n\tuser_tags\x18\t \x03(\t\x12.\n\tauto_tags\x18\n \x03(\x0b\x32\x1b.audiosearch.gateway.v1.Tag\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x14\x43reateLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x05 \x01(\x02\"I\n\x15\x43reateLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.gateway.v1.Library\"\x16\n\x14ListLibrariesRequest\"K\n\x15ListLibrariesResponse\x12\x32\n\tlibraries\x18\x01 \x03(\x0b\x32\x1f.audiosearch.gateway.v1.Library\"$\n\x14\x44\x65leteLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\x15\x44\x65leteLibraryResponse\x12\x15\n\rdeleted_items\x18\x01 \x01(\x03\"o\n\x13InsertAudioMetadata\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsource_uri\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"b\n\x12InsertAudioRequest\x12=\n\x08metadata\x18\x01 \x01(\x0b\x32+.audiosearch.gateway.v1.InsertAudioMetadata\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"W\n\x13InsertAudioResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"p\n\x1aInsertAudioFromPathRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"_\n\x1bInsertAudioFromPathResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"`\n\x0cSearchParams\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0f\n\x07item_id\x18\x03 \x01(\x03\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"Y\n\x12SearchAudioRequest\x12\x34\n\x06params\x18\x01 \x01(\x0b\x32$.audiosearch.gateway.v1.SearchParams\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"7\n\tTimeRange\x12\x15\n\rstart_seconds\x18\x01 \x01(\x02\x12\x13\n\x0b\x65nd_seconds\x18\x02 \x01(\x02\"\xcf\x01\n\x0cSearchResult\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x35\n\nitem_range\x18\x03 \x01(\x0b\x32!.audiosearch.gateway.v1.TimeRange\x12\x36\n\x0bquery_range\x18\x04 \x01(\x0b\x32!.audiosearch.gateway.v1.TimeRange\x12\x10\n\x08\x65vidence\x18\x05 \x01(\x02\"q\n\x13SearchAudioResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.audiosearch.gateway.v1.SearchResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmin_evidence\x18\x03 \x01(\x02\"\x1d\n\x0fGetAudioRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"C\n\x10GetAudioResponse\x12/\n\x04item\x18\x01 \x01(\x0b\x32!.audiosearch.gateway.v1.AudioItem\"W\n\x10ListAudioRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\"^\n\x11ListAudioResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.audiosearch.gateway.v1.AudioItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteAudioRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x15\n\x13\x44\x65leteAudioResponse\"\x0e\n\x0cStatsRequest\"\x99\x01\n\x0cLibraryStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x15\n\rpending_items\x18\x04 \x01(\x03\x12\x1e\n\x16total_duration_seconds\x18\x05 \x01(\x01\x12\x15\n\rindexed_items\x18\x06 \x01(\x03\x12\x0f\n\x07vectors\x18\x07 \x01(\x03\"h\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\"\x94\x01\n\rStatsResponse\x12\x37\n\tlibraries\x18\x01 \x03(\x0b\x32$.audiosearch.gateway.v1.LibraryStats\x12\x33\n\x06models\x18\x02 \x03(\x0b\x32#.audiosearch.gateway.v1.ModelStatus\x12\x15\n\rdefault_model\x18\x03 \x01(\t\"=\n\rRepairRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\x12\x1b\n\x13stale_after_seconds\x18\x02 \x01(\x01\"r\n\x0cRepairAction\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".audiosearch.gateway.v1.RepairKind\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"X\n\x0eRepairResponse\x12\x35\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32$.audiosearch.gateway.v1.RepairAction\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08*\x8e\x02\n\nRepairKind\x12\x1b\n\x17REPAIR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREPAIR_KIND_ORPHAN_VECTORS\x10\x01\x12!\n\x1dREPAIR_KIND_UNFINISHED_DELETE\x10\x02\x12\x1d\n\x19REPAIR_KIND_STALE_PENDING\x10\x03\x12\x19\n\x15REPAIR_KIND_REINDEXED\x10\x04\x12\x1f\n\x1bREPAIR_KIND_MISSING_VECTORS\x10\x05\x12\"\n\x1eREPAIR_KIND_MISSING_COLLECTION\x10\x06\x12!\n\x1dREPAIR_KIND_ORPHAN_COLLECTION\x10\x07\x32\x86\t\n\x0eGatewayService\x12l\n\rCreateLibrary\x12,.audiosearch.gateway.v1.CreateLibraryRequest\x1a-.audiosearch.gateway.v1.CreateLibraryResponse\x12l\n\rListLibraries\x12,.audiosearch.gateway.v1.ListLibrariesRequest\x1a-.audiosearch.gateway.v1.ListLibrariesResponse\x12l\n\rDeleteLibrary\x12,.audiosearch.gateway.v1.DeleteLibraryRequest\x1a-.audiosearch.gateway.v1.DeleteLibraryResponse\x12h\n\x0bInsertAudio\x12*.audiosearch.gateway.v1.InsertAudioRequest\x1a+.audiosearch.gateway.v1.InsertAudioResponse(\x01\x12~\n\x13InsertAudioFromPath\x12\x32.audiosearch.gateway.v1.InsertAudioFromPathRequest\x1a\x33.audiosearch.gateway.v1.InsertAudioFromPathResponse\x12h\n\x0bSearchAudio\x12*.audiosearch.gateway.v1.SearchAudioRequest\x1a+.audiosearch.gateway.v1.SearchAudioResponse(\x01\x12]\n\x08GetAudio\x12\'.audiosearch.gateway.v1.GetAudioRequest\x1a(.audiosearch.gateway.v1.GetAudioResponse\x12`\n\tListAudio\x12(.audiosearch.gateway.v1.ListAudioRequest\x1a).audiosearch.gateway.v1.ListAudioResponse\x12\x66\n\x0b\x44\x65leteAudio\x12*.audiosearch.gateway.v1.DeleteAudioRequest\x1a+.audiosearch.gateway.v1.DeleteAudioResponse\x12T\n\x05Stats\x12$.audiosearch.gateway.v1.StatsRequest\x1a%.audiosearch.gateway.v1.StatsResponse\x12W\n\x06Repair\x12%.audiosearch.gateway.v1.RepairRequest\x1a&.audiosearch.gateway.v1.RepairResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiosearch.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPAIRKIND']._serialized_start=3083
+  _globals['_REPAIRKIND']._serialized_end=3353
   _globals['_LIBRARY']._serialized_start=98
   _globals['_LIBRARY']._serialized_end=264
   _globals['_TAG']._serialized_start=266
@@ -51,45 +53,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETELIBRARYRESPONSE']._serialized_start=910
   _globals['_DELETELIBRARYRESPONSE']._serialized_end=956
   _globals['_INSERTAUDIOMETADATA']._serialized_start=958
-  _globals['_INSERTAUDIOMETADATA']._serialized_end=1044
-  _globals['_INSERTAUDIOREQUEST']._serialized_start=1046
-  _globals['_INSERTAUDIOREQUEST']._serialized_end=1144
-  _globals['_INSERTAUDIORESPONSE']._serialized_start=1146
-  _globals['_INSERTAUDIORESPONSE']._serialized_end=1233
-  _globals['_INSERTAUDIOFROMPATHREQUEST']._serialized_start=1235
-  _globals['_INSERTAUDIOFROMPATHREQUEST']._serialized_end=1322
-  _globals['_INSERTAUDIOFROMPATHRESPONSE']._serialized_start=1324
-  _globals['_INSERTAUDIOFROMPATHRESPONSE']._serialized_end=1419
-  _globals['_SEARCHPARAMS']._serialized_start=1421
-  _globals['_SEARCHPARAMS']._serialized_end=1517
-  _globals['_SEARCHAUDIOREQUEST']._serialized_start=1519
-  _globals['_SEARCHAUDIOREQUEST']._serialized_end=1608
-  _globals['_TIMERANGE']._serialized_start=1610
-  _globals['_TIMERANGE']._serialized_end=1665
-  _globals['_SEARCHRESULT']._serialized_start=1668
-  _globals['_SEARCHRESULT']._serialized_end=1875
-  _globals['_SEARCHAUDIORESPONSE']._serialized_start=1877
-  _globals['_SEARCHAUDIORESPONSE']._serialized_end=1990
-  _globals['_GETAUDIOREQUEST']._serialized_start=1992
-  _globals['_GETAUDIOREQUEST']._serialized_end=2021
-  _globals['_GETAUDIORESPONSE']._serialized_start=2023
-  _globals['_GETAUDIORESPONSE']._serialized_end=2090
-  _globals['_LISTAUDIOREQUEST']._serialized_start=2092
-  _globals['_LISTAUDIOREQUEST']._serialized_end=2179
-  _globals['_LISTAUDIORESPONSE']._serialized_start=2181
-  _globals['_LISTAUDIORESPONSE']._serialized_end=2275
-  _globals['_DELETEAUDIOREQUEST']._serialized_start=2277
-  _globals['_DELETEAUDIOREQUEST']._serialized_end=2309
-  _globals['_DELETEAUDIORESPONSE']._serialized_start=2311
-  _globals['_DELETEAUDIORESPONSE']._serialized_end=2332
-  _globals['_STATSREQUEST']._serialized_start=2334
-  _globals['_STATSREQUEST']._serialized_end=2348
-  _globals['_LIBRARYSTATS']._serialized_start=2351
-  _globals['_LIBRARYSTATS']._serialized_end=2504
-  _globals['_MODELSTATUS']._serialized_start=2506
-  _globals['_MODELSTATUS']._serialized_end=2610
-  _globals['_STATSRESPONSE']._serialized_start=2613
-  _globals['_STATSRESPONSE']._serialized_end=2761
-  _globals['_GATEWAYSERVICE']._serialized_start=2764
-  _globals['_GATEWAYSERVICE']._serialized_end=3833
+  _globals['_INSERTAUDIOMETADATA']._serialized_end=1069
+  _globals['_INSERTAUDIOREQUEST']._serialized_start=1071
+  _globals['_INSERTAUDIOREQUEST']._serialized_end=1169
+  _globals['_INSERTAUDIORESPONSE']._serialized_start=1171
+  _globals['_INSERTAUDIORESPONSE']._serialized_end=1258
+  _globals['_INSERTAUDIOFROMPATHREQUEST']._serialized_start=1260
+  _globals['_INSERTAUDIOFROMPATHREQUEST']._serialized_end=1372
+  _globals['_INSERTAUDIOFROMPATHRESPONSE']._serialized_start=1374
+  _globals['_INSERTAUDIOFROMPATHRESPONSE']._serialized_end=1469
+  _globals['_SEARCHPARAMS']._serialized_start=1471
+  _globals['_SEARCHPARAMS']._serialized_end=1567
+  _globals['_SEARCHAUDIOREQUEST']._serialized_start=1569
+  _globals['_SEARCHAUDIOREQUEST']._serialized_end=1658
+  _globals['_TIMERANGE']._serialized_start=1660
+  _globals['_TIMERANGE']._serialized_end=1715
+  _globals['_SEARCHRESULT']._serialized_start=1718
+  _globals['_SEARCHRESULT']._serialized_end=1925
+  _globals['_SEARCHAUDIORESPONSE']._serialized_start=1927
+  _globals['_SEARCHAUDIORESPONSE']._serialized_end=2040
+  _globals['_GETAUDIOREQUEST']._serialized_start=2042
+  _globals['_GETAUDIOREQUEST']._serialized_end=2071
+  _globals['_GETAUDIORESPONSE']._serialized_start=2073
+  _globals['_GETAUDIORESPONSE']._serialized_end=2140
+  _globals['_LISTAUDIOREQUEST']._serialized_start=2142
+  _globals['_LISTAUDIOREQUEST']._serialized_end=2229
+  _globals['_LISTAUDIORESPONSE']._serialized_start=2231
+  _globals['_LISTAUDIORESPONSE']._serialized_end=2325
+  _globals['_DELETEAUDIOREQUEST']._serialized_start=2327
+  _globals['_DELETEAUDIOREQUEST']._serialized_end=2359
+  _globals['_DELETEAUDIORESPONSE']._serialized_start=2361
+  _globals['_DELETEAUDIORESPONSE']._serialized_end=2382
+  _globals['_STATSREQUEST']._serialized_start=2384
+  _globals['_STATSREQUEST']._serialized_end=2398
+  _globals['_LIBRARYSTATS']._serialized_start=2401
+  _globals['_LIBRARYSTATS']._serialized_end=2554
+  _globals['_MODELSTATUS']._serialized_start=2556
+  _globals['_MODELSTATUS']._serialized_end=2660
+  _globals['_STATSRESPONSE']._serialized_start=2663
+  _globals['_STATSRESPONSE']._serialized_end=2811
+  _globals['_REPAIRREQUEST']._serialized_start=2813
+  _globals['_REPAIRREQUEST']._serialized_end=2874
+  _globals['_REPAIRACTION']._serialized_start=2876
+  _globals['_REPAIRACTION']._serialized_end=2990
+  _globals['_REPAIRRESPONSE']._serialized_start=2992
+  _globals['_REPAIRRESPONSE']._serialized_end=3080
+  _globals['_GATEWAYSERVICE']._serialized_start=3356
+  _globals['_GATEWAYSERVICE']._serialized_end=4514
 # @@protoc_insertion_point(module_scope)

@@ -2,12 +2,32 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RepairKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPAIR_KIND_UNSPECIFIED: _ClassVar[RepairKind]
+    REPAIR_KIND_ORPHAN_VECTORS: _ClassVar[RepairKind]
+    REPAIR_KIND_UNFINISHED_DELETE: _ClassVar[RepairKind]
+    REPAIR_KIND_STALE_PENDING: _ClassVar[RepairKind]
+    REPAIR_KIND_REINDEXED: _ClassVar[RepairKind]
+    REPAIR_KIND_MISSING_VECTORS: _ClassVar[RepairKind]
+    REPAIR_KIND_MISSING_COLLECTION: _ClassVar[RepairKind]
+    REPAIR_KIND_ORPHAN_COLLECTION: _ClassVar[RepairKind]
+REPAIR_KIND_UNSPECIFIED: RepairKind
+REPAIR_KIND_ORPHAN_VECTORS: RepairKind
+REPAIR_KIND_UNFINISHED_DELETE: RepairKind
+REPAIR_KIND_STALE_PENDING: RepairKind
+REPAIR_KIND_REINDEXED: RepairKind
+REPAIR_KIND_MISSING_VECTORS: RepairKind
+REPAIR_KIND_MISSING_COLLECTION: RepairKind
+REPAIR_KIND_ORPHAN_COLLECTION: RepairKind
 
 class Library(_message.Message):
     __slots__ = ("name", "model", "dim", "description", "create_time", "window_seconds", "hop_seconds")
@@ -104,16 +124,18 @@ class DeleteLibraryResponse(_message.Message):
     def __init__(self, deleted_items: _Optional[int] = ...) -> None: ...
 
 class InsertAudioMetadata(_message.Message):
-    __slots__ = ("library", "name", "source_uri", "tags")
+    __slots__ = ("library", "name", "source_uri", "tags", "idempotency_key")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     library: str
     name: str
     source_uri: str
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, library: _Optional[str] = ..., name: _Optional[str] = ..., source_uri: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class InsertAudioRequest(_message.Message):
     __slots__ = ("metadata", "chunk")
@@ -132,16 +154,18 @@ class InsertAudioResponse(_message.Message):
     def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class InsertAudioFromPathRequest(_message.Message):
-    __slots__ = ("library", "path", "name", "tags")
+    __slots__ = ("library", "path", "name", "tags", "idempotency_key")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     library: str
     path: str
     name: str
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., path: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, library: _Optional[str] = ..., path: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class InsertAudioFromPathResponse(_message.Message):
     __slots__ = ("item", "created")
@@ -292,3 +316,31 @@ class StatsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     default_model: str
     def __init__(self, libraries: _Optional[_Iterable[_Union[LibraryStats, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
+
+class RepairRequest(_message.Message):
+    __slots__ = ("dry_run", "stale_after_seconds")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    stale_after_seconds: float
+    def __init__(self, dry_run: _Optional[bool] = ..., stale_after_seconds: _Optional[float] = ...) -> None: ...
+
+class RepairAction(_message.Message):
+    __slots__ = ("kind", "library", "item_id", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: RepairKind
+    library: str
+    item_id: int
+    detail: str
+    def __init__(self, kind: _Optional[_Union[RepairKind, str]] = ..., library: _Optional[str] = ..., item_id: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RepairResponse(_message.Message):
+    __slots__ = ("actions", "dry_run")
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    actions: _containers.RepeatedCompositeFieldContainer[RepairAction]
+    dry_run: bool
+    def __init__(self, actions: _Optional[_Iterable[_Union[RepairAction, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -86,6 +86,11 @@ class GatewayServiceStub:
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Repair = channel.unary_unary(
+                '/audiosearch.gateway.v1.GatewayService/Repair',
+                request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -164,6 +169,18 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Repair(self, request, context):
+        """Finds and fixes every inconsistency between the catalog and the vector
+        store: vectors of items that do not exist, unfinished deletes, inserts
+        abandoned in PENDING, READY items whose vectors are gone, and libraries
+        without a collection or collections without a library. Safe to run at
+        any time, beside traffic; the gateway also runs it on start. With auth
+        on, it needs write access to every library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +233,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsRequest.FromString,
                     response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsResponse.SerializeToString,
+            ),
+            'Repair': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repair,
+                    request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.FromString,
+                    response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +512,33 @@ class GatewayService:
             '/audiosearch.gateway.v1.GatewayService/Stats',
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsRequest.SerializeToString,
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.gateway.v1.GatewayService/Repair',
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.SerializeToString,
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.FromString,
             options,
             channel_credentials,
             insecure,

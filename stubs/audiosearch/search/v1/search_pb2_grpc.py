@@ -70,6 +70,11 @@ class SearchServiceStub:
                 request_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsResponse.FromString,
                 _registered_method=True)
+        self.ListItemIds = channel.unary_unary(
+                '/audiosearch.search.v1.SearchService/ListItemIds',
+                request_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -126,6 +131,13 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListItemIds(self, request, context):
+        """Ids of every item that has vectors in a library's collection (for repair).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +175,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.CollectionStats,
                     request_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsRequest.FromString,
                     response_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsResponse.SerializeToString,
+            ),
+            'ListItemIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItemIds,
+                    request_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsRequest.FromString,
+                    response_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +372,33 @@ class SearchService:
             '/audiosearch.search.v1.SearchService/CollectionStats',
             audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsRequest.SerializeToString,
             audiosearch_dot_search_dot_v1_dot_search__pb2.CollectionStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItemIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.search.v1.SearchService/ListItemIds',
+            audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsRequest.SerializeToString,
+            audiosearch_dot_search_dot_v1_dot_search__pb2.ListItemIdsResponse.FromString,
             options,
             channel_credentials,
             insecure,

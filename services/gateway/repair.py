@@ -1,0 +1,142 @@
+"""Bringing the catalog and the vector store back into agreement.
+
+Writes follow one order, which is what makes every leftover recognisable:
+- insert: catalog row PENDING -> vectors -> READY;
+- delete: DELETING -> vectors -> row;
+- library: row -> collection on create, row -> collection on delete.
+
+So vectors without a row are orphans, a DELETING row is an unfinished
+delete, a PENDING row untouched for `stale_after` is an abandoned insert,
+and a READY row without vectors lost them (a store restored from an older
+backup, say). Repair reads the vector store before the catalog, so an
+insert that lands meanwhile is never mistaken for an orphan, and it checks
+a READY item's vectors again before calling them missing. Every fix is
+idempotent, so repair may run beside traffic and beside another repair."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from services.common.errors import NotFound, ServiceError
+from services.gateway.domain import DELETING, PENDING, READY, ItemState, Library
+
+if TYPE_CHECKING:
+    from services.gateway.orchestrator import Gateway
+
+log = logging.getLogger(__name__)
+
+ORPHAN_VECTORS = "orphan_vectors"
+UNFINISHED_DELETE = "unfinished_delete"
+STALE_PENDING = "stale_pending"
+REINDEXED = "reindexed"
+MISSING_VECTORS = "missing_vectors"
+MISSING_COLLECTION = "missing_collection"
+ORPHAN_COLLECTION = "orphan_collection"
+KINDS = (
+    ORPHAN_VECTORS,
+    UNFINISHED_DELETE,
+    STALE_PENDING,
+    REINDEXED,
+    MISSING_VECTORS,
+    MISSING_COLLECTION,
+    ORPHAN_COLLECTION,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: str
+    library: str
+    item_id: int  # 0 for library-level actions
+    detail: str
+
+
+class Repair:
+    def __init__(self, gateway: Gateway, stale_after: float, dry_run: bool) -> None:
+        self.gateway, self.stale_after, self.dry_run = gateway, stale_after, dry_run
+        self.catalog, self.vectors = gateway.catalog, gateway.vectors
+        self.actions: list[Action] = []
+
+    def _found(self, kind: str, library: str, item_id: int, detail: str) -> bool:
+        """Records an action; True when it should also be carried out."""
+        self.actions.append(Action(kind, library, item_id, detail))
+        log.info("repair%s: %s %s item %d: %s", " (dry run)" if self.dry_run else "", kind, library, item_id, detail)
+        return not self.dry_run
+
+    async def run(self) -> list[Action]:
+        collections = {c.library for c in await self.vectors.stats()}  # before the catalog: see module doc
+        libraries = await self.catalog.list_libraries()
+        for lib in libraries:
+            try:
+                await self._library(lib, lib.name in collections)
+            except NotFound:
+                continue  # deleted meanwhile
+        names = {lib.name for lib in libraries}
+        for name in sorted(collections - names):
+            if self._found(ORPHAN_COLLECTION, name, 0, "vector collection of a library the catalog does not hold"):
+                await self.vectors.drop(name)
+        return self.actions
+
+    async def _library(self, lib: Library, has_collection: bool) -> None:
+        if not has_collection:
+            status = await self.gateway.model_status(lib.model)
+            if self._found(MISSING_COLLECTION, lib.name, 0, f"no vector collection; creating it for {lib.model}"):
+                await self.vectors.create(lib.name, lib.model, lib.dim, status.sparse)
+        with_vectors = await self.vectors.item_ids(lib.name) if has_collection else set()
+        states = await self.catalog.item_states(lib.name)
+        known = {s.id for s in states}
+        orphans = sorted(with_vectors - known)
+        if orphans and self._found(
+            ORPHAN_VECTORS, lib.name, 0, f"vectors of {len(orphans)} unknown items: {_short(orphans)}"
+        ):
+            await self.vectors.delete(lib.name, orphans)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        missing = []
+        for s in states:
+            if s.state == DELETING:
+                if self._found(UNFINISHED_DELETE, lib.name, s.id, "left DELETING; finishing the delete"):
+                    await self._remove(lib.name, s.id)
+            elif s.state == PENDING and (age := (now - s.updated_at).total_seconds()) > self.stale_after:
+                if self._found(STALE_PENDING, lib.name, s.id, f"insert abandoned {age:.0f} s ago; removing it"):
+                    await self._remove(lib.name, s.id)
+            elif s.state == READY and s.id not in with_vectors:
+                missing.append(s)
+        if missing:  # look again: an insert may have finished since the first look
+            with_vectors = await self.vectors.item_ids(lib.name)
+        for s in missing:
+            if s.id not in with_vectors:
+                await self._restore(lib, s)
+
+    async def _remove(self, library: str, item_id: int) -> None:
+        await self.vectors.delete(library, [item_id])
+        try:
+            await self.catalog.delete_item(item_id)
+        except NotFound:
+            pass  # a concurrent delete or repair finished first
+
+    async def _restore(self, lib: Library, item: ItemState) -> None:
+        """Re-embeds a READY item from its server file (when that still holds
+        the same content), else hides it until it is inserted again."""
+        item_id, source = item.id, item.source_uri
+        try:
+            data = self.gateway.read_allowed_file(source) if source else None
+        except ServiceError:
+            data = None
+        if data is not None and hashlib.sha256(data).hexdigest() == item.sha256:
+            if self._found(REINDEXED, lib.name, item_id, f"no vectors; re-embedded from {source}"):
+                embedded = await self.gateway.embedder.embed(data, lib.model, 0, lib.window, lib.hop)
+                await self.vectors.upsert(lib.name, lib.model, lib.dim, item_id, embedded.windows)
+            return
+        if self._found(
+            MISSING_VECTORS, lib.name, item_id, "no vectors and no readable source; set PENDING until inserted again"
+        ):
+            await self.catalog.mark_pending(item_id)
+
+
+def _short(ids: list[int], limit: int = 10) -> str:
+    text = ", ".join(map(str, ids[:limit]))
+    return text + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
