@@ -205,7 +205,8 @@ async def test_a_wrong_token_is_unauthenticated(auth_stack) -> None:  # type: ig
         g.ListLibraries(pb.ListLibrariesRequest(), metadata=basic), grpc.StatusCode.UNAUTHENTICATED, "not a bearer"
     )
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await g.SearchAudio(search_stream(pb.SearchParams(library="lib-a", top_k=3), clip()), metadata=wrong)
+        # One message: a client still streaming a long upload when the server refuses may see the stream reset.
+        await g.SearchAudio(search_stream(pb.SearchParams(library="lib-a", top_k=3), b"x"), metadata=wrong)
     # A client maps the status back to the domain exception.
     assert isinstance(from_rpc_error(info.value, "gateway"), errors.Unauthenticated)
 
@@ -239,8 +240,14 @@ async def test_a_token_for_library_a_is_denied_library_b(auth_stack) -> None:  #
         g.SearchAudio(search_stream(pb.SearchParams(library="lib-b", top_k=3), clip(2)), metadata=bearer("alice")),
         denied,
     )
-    await expect_code(g.GetAudio(pb.GetAudioRequest(id=in_b.item.id), metadata=bearer("alice")), denied)
-    await expect_code(g.DeleteAudio(pb.DeleteAudioRequest(id=in_b.item.id), metadata=bearer("alice")), denied)
+    # By id, an item of a library the caller may not read does not exist for
+    # it: no status or message tells its id or library apart from a free id.
+    for call in (
+        g.GetAudio(pb.GetAudioRequest(id=in_b.item.id), metadata=bearer("alice")),
+        g.DeleteAudio(pb.DeleteAudioRequest(id=in_b.item.id), metadata=bearer("alice")),
+    ):
+        details = await expect_code(call, grpc.StatusCode.NOT_FOUND, f"audio item {in_b.item.id} does not exist")
+        assert "lib-b" not in details
     await expect_code(g.ListAudio(pb.ListAudioRequest(library="lib-b"), metadata=bearer("alice")), denied)
     await expect_code(g.DeleteLibrary(pb.DeleteLibraryRequest(name="lib-b"), metadata=bearer("alice")), denied)
     request = pb.CreateLibraryRequest(name="lib-c", model="spectral-v1")
@@ -369,3 +376,12 @@ async def test_the_principal_reaches_unary_and_streaming_handlers(tokens_file: P
             assert await asyncio.gather(*calls) == [w.encode() for w in ["alice", "reader", "admin"] * 5]
     finally:
         await running.stop()
+
+
+def test_a_token_is_never_sent_in_plaintext_off_loopback() -> None:
+    from services.common.channels import open_blocking_channel
+    from services.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="plaintext"):
+        open_blocking_channel("10.1.2.3:50051", None, "secret-token")
+    open_blocking_channel("127.0.0.1:50051", None, "secret-token").close()  # loopback: allowed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -19,6 +20,7 @@ from sqlmodel import SQLModel
 from services.catalog import tables
 from services.catalog.database import make_engine, migrate
 from services.catalog.repository import Catalog, NewItem
+from services.catalog.tables import DELETING, PENDING, READY
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 SERVERS = {"postgresql": "AUDIOSEARCH_TEST_POSTGRES_URL", "mysql": "AUDIOSEARCH_TEST_MYSQL_URL"}
@@ -181,6 +183,34 @@ def test_delete_item_and_library(catalog: Catalog) -> None:
     assert catalog.stats() == []
     with catalog.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM item_tag")).scalar() == 0
+
+
+def test_conditional_transitions_for_concurrent_writers(catalog: Catalog) -> None:
+    """The guards that keep concurrent inserts, deletes and repair from
+    undoing each other: a delete only of a row still in the expected state,
+    and "abandoned" only for a PENDING row nobody touched since the cutoff."""
+    catalog.create_library("lib", "m", 4)
+    item, _ = catalog.reserve_item(NewItem("lib", sha(1), "a.wav"))
+    catalog.mark_ready(item.id)
+    assert catalog.delete_item(item.id, only_if_state=PENDING) is False  # finished by someone else: kept
+    assert catalog.get_item(item.id).state == READY
+
+    pending, _ = catalog.reserve_item(NewItem("lib", sha(2), "b.wav"))
+    past = pending.created_at - timedelta(seconds=1)
+    assert catalog.mark_deleting(pending.id, pending_before=past) is None  # touched after the cutoff
+    assert catalog.mark_deleting(item.id, pending_before=datetime.now(UTC).replace(tzinfo=None)) is None  # READY
+    marked = catalog.mark_deleting(pending.id, pending_before=datetime.now(UTC).replace(tzinfo=None) + timedelta(1))
+    assert marked is not None and marked.state == DELETING
+    assert catalog.delete_item(pending.id, only_if_state=PENDING) is False
+    assert catalog.delete_item(pending.id, only_if_state=DELETING) is True
+    with pytest.raises(NotFound):
+        catalog.get_item(pending.id)
+    # A retry of an abandoned insert touches it, which keeps repair off it.
+    again, _ = catalog.reserve_item(NewItem("lib", sha(3), "c.wav"))
+    touched, created = catalog.reserve_item(NewItem("lib", sha(3), "c.wav"))
+    assert not created and touched.id == again.id
+    states = {s.id: s for s in catalog.item_states("lib")}
+    assert states[again.id].state == PENDING and states[item.id].state == READY
 
 
 def test_timestamps_are_utc(catalog: Catalog) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from audiosearch.catalog.v1 import catalog_pb2 as cat
 from audiosearch.catalog.v1 import catalog_pb2_grpc as cat_grpc
 from audiosearch.gateway.v1 import gateway_pb2 as pb
@@ -73,6 +74,7 @@ def ready_count(gateway: pb_grpc.GatewayServiceStub, library: str) -> int:
     return next((s.items for s in stats.libraries if s.name == library), 0)
 
 
+@pytest.mark.timeout(900)  # two runs of 200 files and three restarts on a busy 2-core machine
 def test_killing_services_mid_index_loses_and_duplicates_nothing(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     start, env, port = serve
     supervisor = start()

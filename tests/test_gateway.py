@@ -136,7 +136,7 @@ async def test_item_metadata(stack) -> None:  # type: ignore[no-untyped-def]
 
 async def test_libraries_are_bound_to_a_model(stack) -> None:  # type: ignore[no-untyped-def]
     lib = (await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="lib1"))).library
-    assert (lib.model, lib.dim) == ("fingerprint-v1", 1 << 22)  # the default without Cnn14 weights (sparse)
+    assert (lib.model, lib.dim) == ("fingerprint-v1", 1 << 28)  # the default without Cnn14 weights (sparse)
     assert (lib.window_seconds, lib.hop_seconds) == (2.0, 0.5)  # the model's defaults
     details = await expect_code(
         stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="lib2", model="panns-cnn14")),

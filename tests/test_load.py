@@ -73,8 +73,14 @@ def test_concurrent_clients_lose_nothing_and_stay_bounded(serve) -> None:  # typ
                 elif op == "search":
                     seed = n * 10_000 + rng.randint(1, max(1, counter))
                     clip = encode(excerpt(sound(seed, seconds=2.0), 0.2, 1.8))
-                    params = pb.SearchParams(library="load", top_k=5)
-                    gateway.SearchAudio(iter([pb.SearchAudioRequest(params=params, chunk=clip)]), timeout=60)
+                    params = pb.SearchParams(library="load", top_k=5, min_score=-1)
+                    with lock:
+                        gone = set(deleted)  # deletes acknowledged before this search began
+                    found = gateway.SearchAudio(iter([pb.SearchAudioRequest(params=params, chunk=clip)]), timeout=60)
+                    served = {r.item.id for r in found.results}
+                    if served & gone:
+                        with lock:
+                            errors[f"search served deleted items {sorted(served & gone)}"] += 1
                 else:
                     victim = own.pop(rng.randrange(len(own)))
                     gateway.DeleteAudio(pb.DeleteAudioRequest(id=victim), timeout=60)

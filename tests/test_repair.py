@@ -6,6 +6,8 @@ second time. Also: client idempotency keys."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import numpy as np
 import pytest
@@ -170,3 +172,46 @@ async def test_client_idempotency_keys(stack) -> None:  # type: ignore[no-untype
     await expect_code(insert(stack, 2, key="has space"), grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key")
     # The same content under another key is still the same item.
     assert (await insert(stack, 1, key="upload-0002")).id == first.id
+
+
+async def test_reinserting_content_whose_delete_crashed_converges(stack, direct) -> None:  # type: ignore[no-untyped-def]
+    await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="lib", model="spectral-v1"))
+    old = await insert(stack, 1)
+    await direct.catalog.MarkItemDeleting(cat.MarkItemDeletingRequest(id=old.id))  # a delete that crashed here
+    new = await insert(stack, 1)  # finishes that delete, then inserts afresh
+    assert new.id != old.id
+    assert await direct.vector_items("lib") == {new.id}
+    await expect_code(direct.catalog.GetItem(cat.GetItemRequest(id=old.id)), grpc.StatusCode.NOT_FOUND)
+    assert await repair(stack) == []
+
+
+async def test_the_gateway_repairs_on_start(stack, direct, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from services.common import config as cfg
+    from services.common import server
+    from services.gateway import __main__ as gateway_main
+    from services.gateway.config import GatewayConfig
+
+    await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="lib", model="spectral-v1"))
+    item = await insert(stack, 1)
+    await direct.catalog.MarkItemDeleting(cat.MarkItemDeletingRequest(id=item.id))
+    config = cfg.load(
+        GatewayConfig,
+        environ={},
+        listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        embedder_addr=stack.address("embedder"),
+        search_addr=stack.address("search"),
+        catalog_addr=stack.address("catalog"),
+    )
+    second = await server.start(await gateway_main.build(config), config)  # a gateway (re)starting
+    try:
+        for _ in range(600):  # the start-up repair runs in the background
+            try:
+                await direct.catalog.GetItem(cat.GetItemRequest(id=item.id))
+            except grpc.aio.AioRpcError:
+                break
+            await asyncio.sleep(0.05)
+        assert await direct.vector_items("lib") == set()
+        await expect_code(direct.catalog.GetItem(cat.GetItemRequest(id=item.id)), grpc.StatusCode.NOT_FOUND)
+    finally:
+        await second.stop()

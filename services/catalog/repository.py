@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, select, update
 
 from services.catalog.tables import DELETING, PENDING, READY, AudioItem, ItemTag, Library
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -165,6 +165,8 @@ class Catalog:
             raise InvalidArgument("a library needs a model name and a positive dimension")
         if len(description) > 1024:
             raise InvalidArgument("description is longer than 1024 characters")
+        if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", description):
+            raise InvalidArgument("description must not contain control characters (other than tab and newline)")
         if window_seconds < 0 or hop_seconds < 0:
             raise InvalidArgument("window and hop must not be negative")
         with self._session() as session:
@@ -305,7 +307,7 @@ class Catalog:
                 session.rollback()
                 existing = self._existing(session, lib.id or 0, new)
                 if existing is None:
-                    raise
+                    raise Unavailable("a concurrent insert of the same item conflicted; retry") from None
                 return self._records(session, [existing])[0], False
             return self._records(session, [item])[0], True
 
@@ -345,8 +347,26 @@ class Catalog:
             session.commit()
             return self._records(session, [item])[0]
 
-    def mark_deleting(self, item_id: int) -> ItemRecord:
-        return self._set_state(item_id, DELETING)
+    def mark_deleting(self, item_id: int, pending_before: datetime | None = None) -> ItemRecord | None:
+        """-> DELETING. With `pending_before`, only a PENDING item untouched
+        since then (an abandoned insert), in one atomic update; None when
+        the item did not qualify (a retry resumed it meanwhile)."""
+        if pending_before is None:
+            return self._set_state(item_id, DELETING)
+        with self._session() as session:
+            marked = session.exec(
+                update(AudioItem)  # type: ignore[call-overload]
+                .where(
+                    col(AudioItem.id) == item_id,
+                    col(AudioItem.state) == PENDING,
+                    col(AudioItem.updated_at) < pending_before,
+                )
+                .values(state=DELETING, updated_at=_now())
+            ).rowcount
+            session.commit()
+            if not marked:
+                return None
+            return self._records(session, [self._item(session, item_id)])[0]
 
     def mark_pending(self, item_id: int) -> ItemRecord:
         """READY -> PENDING, for an item whose vectors are gone: hidden from
@@ -414,12 +434,22 @@ class Catalog:
             )
             return [int(i) for i in session.exec(query.order_by(col(AudioItem.id))).all()]
 
-    def delete_item(self, item_id: int) -> None:
+    def delete_item(self, item_id: int, only_if_state: str = "") -> bool:
+        """Deletes an item and its tags; with `only_if_state`, only while the
+        item is in that state (the row is locked for the check), else False."""
         with self._session() as session:
-            item = self._item(session, item_id)
+            query = select(AudioItem).where(AudioItem.id == item_id)
+            if only_if_state:
+                query = query.where(AudioItem.state == only_if_state).with_for_update()
+            item = session.exec(query).first()
+            if item is None:
+                if only_if_state:
+                    return False
+                raise NotFound(f"audio item {item_id} does not exist")
             session.exec(delete(ItemTag).where(ItemTag.item_id == item_id))  # type: ignore[call-overload]
             session.delete(item)
             session.commit()
+            return True
 
     def stats(self) -> list[LibraryCounts]:
         with self._session() as session:

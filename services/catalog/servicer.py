@@ -95,7 +95,11 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         return pb.MarkItemReadyResponse(item=item_pb(item))
 
     async def MarkItemDeleting(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.MarkItemDeletingResponse(item=item_pb(await self._run(self.catalog.mark_deleting, request.id)))
+        before = request.only_if_pending_before.ToDatetime() if request.HasField("only_if_pending_before") else None
+        item = await self._run(self.catalog.mark_deleting, request.id, before)
+        if item is None:
+            return pb.MarkItemDeletingResponse(marked=False)
+        return pb.MarkItemDeletingResponse(item=item_pb(item), marked=True)
 
     async def GetItem(self, request, context):  # type: ignore[no-untyped-def]
         return pb.GetItemResponse(item=item_pb(await self._run(self.catalog.get_item, request.id)))
@@ -116,8 +120,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         )
 
     async def DeleteItem(self, request, context):  # type: ignore[no-untyped-def]
-        await self._run(self.catalog.delete_item, request.id)
-        return pb.DeleteItemResponse()
+        deleted = await self._run(self.catalog.delete_item, request.id, STATE_NAMES.get(request.only_if_state, ""))
+        return pb.DeleteItemResponse(deleted=deleted)
 
     async def CatalogStats(self, request, context):  # type: ignore[no-untyped-def]
         counts = await self._run(self.catalog.stats)

@@ -5,12 +5,13 @@ client certificate for mTLS) when the process has TLS settings."""
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 from collections.abc import Sequence
 
 import grpc
 
-from services.common.config import TlsConfig
+from services.common.config import ConfigError, TlsConfig
 
 _RETRY = json.dumps(
     {
@@ -126,8 +127,24 @@ def open_blocking_channel(
     """A synchronous channel (the CLI, `audiosearch serve`'s health polls),
     sending `token` as a bearer token on every call when given."""
     credentials, opts = _secure(list(options), tls)
+    if credentials is None and token and not is_loopback(address):
+        raise ConfigError(
+            f"refusing to send a bearer token in plaintext to {address}: set AUDIOSEARCH_TLS_CA_FILE (TLS) "
+            "or reach the gateway on a loopback address"
+        )
     if credentials is None:
         channel = grpc.insecure_channel(address, options=opts)
     else:
         channel = grpc.secure_channel(address, credentials, options=opts)
     return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost (with or without a port)."""
+    host = address.rsplit(":", 1)[0].strip("[]") if address.count(":") == 1 or "]" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

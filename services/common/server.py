@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common.channels import is_loopback
 from services.common.config import ServerConfig
 from services.common.status import ErrorInterceptor
 
@@ -76,16 +76,6 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
         root_certificates=ca,
         require_client_auth=ca is not None and config.tls_require_client_cert,
     )
-
-
-def is_loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:

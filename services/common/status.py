@@ -40,7 +40,7 @@ def from_rpc_error(exc: grpc.RpcError, service: str) -> errors.ServiceError:
     """The domain exception for a failed call to `service`."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):  # CANCELLED: the peer stopped (drain)
         return errors.Unavailable(f"{service} service unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.DeadlineExceeded(f"{service} service did not answer in time")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import ConfigError
-from services.common.errors import PermissionDenied
+from services.common.errors import NotFound, PermissionDenied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,16 @@ def require(library: str, write: bool = False) -> None:
     if principal is not None and not principal.may(library, write):
         verb = "write to" if write else "read"
         raise PermissionDenied(f"{principal.name} may not {verb} library {library!r}")
+
+
+def require_item(item_id: int, library: str, write: bool = False) -> None:
+    """As `require`, for an item found by id: an item in a library the
+    caller may not read is reported as missing, so ids reveal nothing
+    about other tenants (not even their library names)."""
+    principal = _current.get()
+    if principal is not None and not principal.may(library, False):
+        raise NotFound(f"audio item {item_id} does not exist")
+    require(library, write)
 
 
 def require_admin(what: str) -> None:

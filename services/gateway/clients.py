@@ -4,6 +4,7 @@ from the gateway's domain types, with deadlines and error mapping."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from audiosearch.catalog.v1 import catalog_pb2 as cat
@@ -167,6 +168,7 @@ class VectorClient(_Client):
 
 
 STATES = {cat.ITEM_STATE_PENDING: PENDING, cat.ITEM_STATE_READY: READY, cat.ITEM_STATE_DELETING: DELETING}
+STATE_CODES = {v: k for k, v in STATES.items()}
 
 
 def _library(lib: cat.Library) -> Library:
@@ -194,7 +196,7 @@ def _item(item: cat.Item) -> Item:
         user_tags=list(item.user_tags),
         auto_tags=[(t.label, t.score) for t in item.auto_tags],
         created_at=item.create_time.ToDatetime(),
-        ready=item.state == cat.ITEM_STATE_READY,
+        state=STATES.get(item.state, PENDING),
     )
 
 
@@ -245,8 +247,11 @@ class CatalogClient(_Client):
         )
         return _item((await self._call("MarkItemReady", request)).item)
 
-    async def mark_deleting(self, item_id: int) -> None:
-        await self._call("MarkItemDeleting", cat.MarkItemDeletingRequest(id=item_id))
+    async def mark_deleting(self, item_id: int, pending_before: datetime | None = None) -> bool:
+        request = cat.MarkItemDeletingRequest(id=item_id)
+        if pending_before is not None:
+            request.only_if_pending_before.FromDatetime(pending_before)
+        return (await self._call("MarkItemDeleting", request)).marked
 
     async def get_item(self, item_id: int) -> Item:
         return _item((await self._call("GetItem", cat.GetItemRequest(id=item_id))).item)
@@ -263,8 +268,9 @@ class CatalogClient(_Client):
     async def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
         return list((await self._call("FindItemIds", cat.FindItemIdsRequest(library=library, tags=tags))).ids)
 
-    async def delete_item(self, item_id: int) -> None:
-        await self._call("DeleteItem", cat.DeleteItemRequest(id=item_id))
+    async def delete_item(self, item_id: int, only_if_state: str = "") -> bool:
+        request = cat.DeleteItemRequest(id=item_id, only_if_state=STATE_CODES.get(only_if_state, 0))
+        return (await self._call("DeleteItem", request)).deleted
 
     async def stats(self) -> list[LibraryCounts]:
         r = await self._call("CatalogStats", cat.CatalogStatsRequest())

@@ -25,6 +25,8 @@ from services.common.errors import (
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.gateway import access
 from services.gateway.domain import (
+    DELETING,
+    PENDING,
     CatalogPort,
     EmbedderPort,
     Item,
@@ -179,6 +181,11 @@ class Gateway:
         lib = await self.catalog.get_library(library)
         sha256 = hashlib.sha256(data).hexdigest()
         item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags, idempotency_key)
+        if item.state == DELETING:
+            # The same content is being deleted (or a delete crashed half-way):
+            # finish that delete, then start afresh.
+            await self._finish_delete(item)
+            item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags, idempotency_key)
         if item.ready:
             return item, False
         # New, or left PENDING by an earlier attempt: (re)do the remaining steps.
@@ -186,18 +193,22 @@ class Gateway:
             embedded = await self.embedder.embed(data, lib.model, self.settings.auto_tags, lib.window, lib.hop)
         except ServiceError as exc:
             if created and isinstance(exc, (InvalidArgument, ResourceExhausted, FailedPrecondition)):
-                await self.catalog.delete_item(item.id)  # bad input: leave no trace
+                # Bad input or a busy embedder: leave no trace. Only while still
+                # PENDING: a concurrent upload of the same content may have
+                # finished the item meanwhile, and that one stays.
+                await self.catalog.delete_item(item.id, only_if_state=PENDING)
             raise
         if embedded.model != lib.model or embedded.dim != lib.dim:
             raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
         await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
         try:
             item = await self.catalog.mark_ready(item.id, embedded)
-        except NotFound:
-            # Repair removed the row meanwhile (untouched for too long): take
-            # the vectors back so nothing is orphaned; a retry starts afresh.
+        except (NotFound, FailedPrecondition):
+            # Removed or being deleted meanwhile (repair took it for abandoned,
+            # or a delete came): take the vectors back so nothing is orphaned;
+            # a retry starts afresh.
             await self.vectors.delete(library, [item.id])
-            raise Unavailable(f"the insert of {name!r} was interrupted; retry it") from None
+            raise Unavailable(f"the insert of {name!r} was interrupted by a delete; retry it") from None
         return item, created
 
     async def insert_path(
@@ -237,17 +248,22 @@ class Gateway:
 
     async def get(self, item_id: int) -> Item:
         item = await self.catalog.get_item(item_id)
-        access.require(item.library)
+        access.require_item(item_id, item.library)
         if not item.ready:
             raise NotFound(f"audio item {item_id} is not ready (still being inserted or deleted)")
         return item
 
     async def delete(self, item_id: int) -> None:
         item = await self.catalog.get_item(item_id)
-        access.require(item.library, write=True)
+        access.require_item(item_id, item.library, write=True)
         await self.catalog.mark_deleting(item_id)  # hidden from search from here on
-        await self.vectors.delete(item.library, [item_id])
-        await self.catalog.delete_item(item_id)
+        await self._finish_delete(item)
+
+    async def _finish_delete(self, item: Item) -> None:
+        """Vectors, then the row (of an item already DELETING). Idempotent:
+        a retry, a concurrent delete or repair may get here too."""
+        await self.vectors.delete(item.library, [item.id])
+        await self.catalog.delete_item(item.id, only_if_state=DELETING)
 
     # Search
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from services.common.errors import NotFound, ServiceError
+from services.common.errors import FailedPrecondition, NotFound, ServiceError
 from services.gateway.domain import DELETING, PENDING, READY, ItemState, Library
 
 if TYPE_CHECKING:
@@ -77,6 +77,11 @@ class Repair:
                 continue  # deleted meanwhile
         names = {lib.name for lib in libraries}
         for name in sorted(collections - names):
+            try:
+                await self.catalog.get_library(name)
+                continue  # created since the listing: its collection is new, not a leftover
+            except NotFound:
+                pass
             if self._found(ORPHAN_COLLECTION, name, 0, "vector collection of a library the catalog does not hold"):
                 await self.vectors.drop(name)
         return self.actions
@@ -95,28 +100,44 @@ class Repair:
         ):
             await self.vectors.delete(lib.name, orphans)
         now = datetime.now(UTC).replace(tzinfo=None)
+        cutoff = now - timedelta(seconds=self.stale_after)
         missing = []
         for s in states:
-            if s.state == DELETING:
-                if self._found(UNFINISHED_DELETE, lib.name, s.id, "left DELETING; finishing the delete"):
-                    await self._remove(lib.name, s.id)
-            elif s.state == PENDING and (age := (now - s.updated_at).total_seconds()) > self.stale_after:
-                if self._found(STALE_PENDING, lib.name, s.id, f"insert abandoned {age:.0f} s ago; removing it"):
-                    await self._remove(lib.name, s.id)
-            elif s.state == READY and s.id not in with_vectors:
-                missing.append(s)
+            try:
+                if s.state == DELETING:
+                    if self._found(UNFINISHED_DELETE, lib.name, s.id, "left DELETING; finishing the delete"):
+                        await self._remove(lib.name, s.id)
+                elif s.state == PENDING and s.updated_at < cutoff:
+                    await self._stale(lib.name, s, (now - s.updated_at).total_seconds())
+                elif s.state == READY and s.id not in with_vectors:
+                    missing.append(s)
+            except (NotFound, FailedPrecondition):
+                continue  # changed meanwhile (deleted, resumed): nothing left to fix
         if missing:  # look again: an insert may have finished since the first look
             with_vectors = await self.vectors.item_ids(lib.name)
         for s in missing:
             if s.id not in with_vectors:
-                await self._restore(lib, s)
+                try:
+                    await self._restore(lib, s)
+                except (NotFound, FailedPrecondition):
+                    continue
+
+    async def _stale(self, library: str, item: ItemState, age: float) -> None:
+        """An abandoned insert goes the way of a delete, but only if it is
+        still untouched when marked (one atomic update): a retry that resumed
+        it meanwhile keeps it."""
+        if self.dry_run:
+            self._found(STALE_PENDING, library, item.id, f"insert abandoned {age:.0f} s ago; would remove it")
+            return
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=self.stale_after)
+        if await self.catalog.mark_deleting(item.id, pending_before=cutoff):
+            self._found(STALE_PENDING, library, item.id, f"insert abandoned {age:.0f} s ago; removed it")
+            await self._remove(library, item.id)
 
     async def _remove(self, library: str, item_id: int) -> None:
+        """Vectors, then the row, which must be DELETING (as a delete does)."""
         await self.vectors.delete(library, [item_id])
-        try:
-            await self.catalog.delete_item(item_id)
-        except NotFound:
-            pass  # a concurrent delete or repair finished first
+        await self.catalog.delete_item(item_id, only_if_state=DELETING)
 
     async def _restore(self, lib: Library, item: ItemState) -> None:
         """Re-embeds a READY item from its server file (when that still holds
@@ -130,6 +151,12 @@ class Repair:
             if self._found(REINDEXED, lib.name, item_id, f"no vectors; re-embedded from {source}"):
                 embedded = await self.gateway.embedder.embed(data, lib.model, 0, lib.window, lib.hop)
                 await self.vectors.upsert(lib.name, lib.model, lib.dim, item_id, embedded.windows)
+                try:
+                    still = (await self.catalog.get_item(item_id)).ready
+                except NotFound:
+                    still = False
+                if not still:  # deleted while it was being re-embedded: take the vectors back
+                    await self.vectors.delete(lib.name, [item_id])
             return
         if self._found(
             MISSING_VECTORS, lib.name, item_id, "no vectors and no readable source; set PENDING until inserted again"

@@ -311,7 +311,10 @@ class VectorStore:
         """Every item with at least one window in the library (for repair)."""
         name, _ = self._bound(library)
         ids: set[int] = set()
-        iterator = self.client.query_iterator(name, batch_size=16384, filter="", output_fields=["item_id"])
+        # Strong consistency: on a Milvus server, see every write acknowledged so far.
+        iterator = self.client.query_iterator(
+            name, batch_size=16384, filter="", output_fields=["item_id"], consistency_level="Strong"
+        )
         try:
             while batch := iterator.next():
                 ids.update(int(r["item_id"]) for r in batch)

@@ -13,13 +13,20 @@ Design, in the family of Wang's Shazam landmarks and Ellis' audfprint:
    prominent (a local rule). The strongest peaks are what survives noise
    and codecs.
 4. Landmarks: each peak paired with the 10 most prominent peaks in its
-   target zone (later, within 1.28 s and 750 Hz); (f1, f2 - f1, t2 - t1), quantised, is a 22-bit hash
-   that depends on no absolute time or level.
-5. A window's vector is the set of hashes of the landmarks anchored in it,
-   as a sparse vector with equal weights, L2-normalised: the inner product
-   of two windows is shared landmarks / sqrt(count x count). Library items
-   are fingerprinted at 4 STFT phases (the union), so a query cut at any
-   sample lines up with one of them.
+   target zone (later, within 1.28 s and 750 Hz, at least 2 bins apart:
+   a pair within one partial only says "a tone lasts", which any tonal
+   sound does); (f1, f2 - f1, t2 - t1), quantised, is a 22-bit hash that
+   depends on no absolute time or level.
+5. A window's vector holds its landmarks as (slot, hash) keys, the slot
+   being where in the window (in 1/8 s) the anchor sits, with equal
+   weights, L2-normalised over landmarks. A query window lines up with
+   some library window to within half a hop, so a query landmark takes
+   every slot within that tolerance: a true match shares its landmarks at
+   the same place, while a chance match (a shared hash at an unrelated
+   time) mostly falls in another slot. The inner product of two windows is
+   shared landmarks / sqrt(count x count). Library items are fingerprinted
+   at 4 STFT phases (the union), so a query cut at any sample lines up
+   with one of them.
 
 Search votes across query windows for one consistent time offset (the
 gateway's voting), which is what rejects chance matches. `min_evidence`, the
@@ -53,18 +60,21 @@ INDEX_SHIFTS = 4  # STFT phases fingerprinted for library items
 ZONE_PEAKS = 40  # candidates per anchor
 BLOCK_SECONDS, MARGIN_SECONDS = 60, 5  # long signals are fingerprinted in blocks
 HASH_BITS = 22  # f1: 8 bits, f2 - f1: 7, t2 - t1: 7
+SLOT = 0.125  # s: where in its window a landmark sits, quantised
+SLOT_BITS = 6  # slots wrap after 8 s (longer windows only lose some selectivity)
+JITTER = 0.05  # s: anchor times of one peak differ by up to a frame between cuts
 
 
 class FingerprintModel:
     info = ModelInfo(
         name="fingerprint-v1",
-        version="1",
-        dim=1 << HASH_BITS,
+        version="2",
+        dim=1 << (HASH_BITS + SLOT_BITS),
         sample_rate=RATE,
         window_seconds=2.0,
         hop_seconds=0.5,
         min_seconds=0.5,
-        min_evidence=0.085,
+        min_evidence=0.07,
         sparse=True,
     )
 
@@ -152,10 +162,23 @@ class FingerprintModel:
         return np.concatenate(times), np.concatenate(hashes)
 
     @staticmethod
-    def _sparse(hashes: np.ndarray) -> Sparse:
-        unique = np.unique(hashes)
-        weight = 1 / np.sqrt(max(1, len(unique)))
-        return Sparse(unique.astype(np.uint32), np.full(len(unique), weight, dtype=np.float32))
+    def _sparse(hashes: np.ndarray, positions: np.ndarray, tolerance: float = 0.0) -> Sparse:
+        """A window's landmarks as (slot, hash) keys, slot = where in the
+        window the anchor sits. A query window is offset from the library
+        window it lines up with by up to `tolerance`, so a query landmark
+        takes every slot within that tolerance; weights count landmarks,
+        not slots, so a true match scores as without slots while chance
+        matches (a shared hash at an unrelated time) mostly vanish."""
+        landmarks = np.unique((np.floor(positions / SLOT).astype(np.int64) << HASH_BITS) | hashes)
+        weight = 1 / np.sqrt(max(1, len(landmarks)))
+        lo = np.floor((positions - tolerance) / SLOT).astype(np.int64)
+        hi = np.floor((positions + tolerance) / SLOT).astype(np.int64)
+        spans = [np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)]
+        slots = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        h = np.repeat(hashes.astype(np.int64), hi - lo + 1)
+        keep = slots >= 0
+        keys = np.unique(((slots[keep] % (1 << SLOT_BITS)) << HASH_BITS) | h[keep])
+        return Sparse(keys.astype(np.uint32), np.full(len(keys), weight, dtype=np.float32))
 
     def embed_signal(
         self, audio: np.ndarray, window: float, hop: float, query: bool = False
@@ -169,9 +192,10 @@ class FingerprintModel:
         vectors = []
         for start in starts:
             a, b = np.searchsorted(times, [start, start + window])
-            vectors.append(self._sparse(hashes[a:b]))
+            tolerance = hop / 2 + JITTER if query else 0.0
+            vectors.append(self._sparse(hashes[a:b], times[a:b] - start, tolerance))
         return vectors, starts
 
     def embed(self, windows: np.ndarray) -> Embeddings:
         """Each window on its own (the service uses embed_signal instead)."""
-        return Embeddings([self._sparse(self.signal_landmarks(w)[1]) for w in windows])
+        return Embeddings([self._sparse(h, t) for t, h in (self.signal_landmarks(w) for w in windows)])

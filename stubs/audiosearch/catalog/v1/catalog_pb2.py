@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$audiosearch/catalog/v1/catalog.proto\x12\x16\x61udiosearch.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x07Library\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tmodel_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x08 \x01(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xbc\x02\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x07 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x08 \x01(\x05\x12\x11\n\tuser_tags\x18\t \x03(\t\x12.\n\tauto_tags\x18\n \x03(\x0b\x32\x1b.audiosearch.catalog.v1.Tag\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05state\x18\x0c \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\"\x8d\x01\n\x14\x43reateLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tmodel_dim\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x02\"I\n\x15\x43reateLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"!\n\x11GetLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x12GetLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"\x16\n\x14ListLibrariesRequest\"K\n\x15ListLibrariesResponse\x12\x32\n\tlibraries\x18\x01 \x03(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"$\n\x14\x44\x65leteLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\x15\x44\x65leteLibraryResponse\x12\x15\n\rdeleted_items\x18\x01 \x01(\x03\"\x83\x01\n\x12ReserveItemRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x11\n\tuser_tags\x18\x05 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"R\n\x13ReserveItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x93\x01\n\x14MarkItemReadyRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\tauto_tags\x18\x02 \x03(\x0b\x32\x1b.audiosearch.catalog.v1.Tag\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x05\"C\n\x15MarkItemReadyResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"%\n\x17MarkItemDeletingRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"F\n\x18MarkItemDeletingResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"\x1c\n\x0eGetItemRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"=\n\x0fGetItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"U\n\x14\x42\x61tchGetItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\"D\n\x15\x42\x61tchGetItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"W\n\x10ListItemsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\"Y\n\x11ListItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.audiosearch.catalog.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x12\x46indItemIdsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\"\n\x13\x46indItemIdsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x1f\n\x11\x44\x65leteItemRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x14\n\x12\x44\x65leteItemResponse\"\x15\n\x13\x43\x61talogStatsRequest\"l\n\rLibraryCounts\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x13\n\x0bready_items\x18\x02 \x01(\x03\x12\x15\n\rpending_items\x18\x03 \x01(\x03\x12\x1e\n\x16total_duration_seconds\x18\x04 \x01(\x01\"P\n\x14\x43\x61talogStatsResponse\x12\x38\n\tlibraries\x18\x01 \x03(\x0b\x32%.audiosearch.catalog.v1.LibraryCounts\"(\n\x15ListItemStatesRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\xa3\x01\n\x0eItemStateEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"O\n\x16ListItemStatesResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.audiosearch.catalog.v1.ItemStateEntry\"$\n\x16MarkItemPendingRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"E\n\x17MarkItemPendingResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item*n\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ITEM_STATE_PENDING\x10\x01\x12\x14\n\x10ITEM_STATE_READY\x10\x02\x12\x17\n\x13ITEM_STATE_DELETING\x10\x03\x32\xd5\x0c\n\x0e\x43\x61talogService\x12l\n\rCreateLibrary\x12,.audiosearch.catalog.v1.CreateLibraryRequest\x1a-.audiosearch.catalog.v1.CreateLibraryResponse\x12\x63\n\nGetLibrary\x12).audiosearch.catalog.v1.GetLibraryRequest\x1a*.audiosearch.catalog.v1.GetLibraryResponse\x12l\n\rListLibraries\x12,.audiosearch.catalog.v1.ListLibrariesRequest\x1a-.audiosearch.catalog.v1.ListLibrariesResponse\x12l\n\rDeleteLibrary\x12,.audiosearch.catalog.v1.DeleteLibraryRequest\x1a-.audiosearch.catalog.v1.DeleteLibraryResponse\x12\x66\n\x0bReserveItem\x12*.audiosearch.catalog.v1.ReserveItemRequest\x1a+.audiosearch.catalog.v1.ReserveItemResponse\x12l\n\rMarkItemReady\x12,.audiosearch.catalog.v1.MarkItemReadyRequest\x1a-.audiosearch.catalog.v1.MarkItemReadyResponse\x12u\n\x10MarkItemDeleting\x12/.audiosearch.catalog.v1.MarkItemDeletingRequest\x1a\x30.audiosearch.catalog.v1.MarkItemDeletingResponse\x12Z\n\x07GetItem\x12&.audiosearch.catalog.v1.GetItemRequest\x1a\'.audiosearch.catalog.v1.GetItemResponse\x12l\n\rBatchGetItems\x12,.audiosearch.catalog.v1.BatchGetItemsRequest\x1a-.audiosearch.catalog.v1.BatchGetItemsResponse\x12`\n\tListItems\x12(.audiosearch.catalog.v1.ListItemsRequest\x1a).audiosearch.catalog.v1.ListItemsResponse\x12\x66\n\x0b\x46indItemIds\x12*.audiosearch.catalog.v1.FindItemIdsRequest\x1a+.audiosearch.catalog.v1.FindItemIdsResponse\x12\x63\n\nDeleteItem\x12).audiosearch.catalog.v1.DeleteItemRequest\x1a*.audiosearch.catalog.v1.DeleteItemResponse\x12i\n\x0c\x43\x61talogStats\x12+.audiosearch.catalog.v1.CatalogStatsRequest\x1a,.audiosearch.catalog.v1.CatalogStatsResponse\x12o\n\x0eListItemStates\x12-.audiosearch.catalog.v1.ListItemStatesRequest\x1a..audiosearch.catalog.v1.ListItemStatesResponse\x12r\n\x0fMarkItemPending\x12..audiosearch.catalog.v1.MarkItemPendingRequest\x1a/.audiosearch.catalog.v1.MarkItemPendingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$audiosearch/catalog/v1/catalog.proto\x12\x16\x61udiosearch.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x07Library\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tmodel_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x08 \x01(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xbc\x02\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x07 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x08 \x01(\x05\x12\x11\n\tuser_tags\x18\t \x03(\t\x12.\n\tauto_tags\x18\n \x03(\x0b\x32\x1b.audiosearch.catalog.v1.Tag\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05state\x18\x0c \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\"\x8d\x01\n\x14\x43reateLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tmodel_dim\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x02\"I\n\x15\x43reateLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"!\n\x11GetLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x12GetLibraryResponse\x12\x30\n\x07library\x18\x01 \x01(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"\x16\n\x14ListLibrariesRequest\"K\n\x15ListLibrariesResponse\x12\x32\n\tlibraries\x18\x01 \x03(\x0b\x32\x1f.audiosearch.catalog.v1.Library\"$\n\x14\x44\x65leteLibraryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\x15\x44\x65leteLibraryResponse\x12\x15\n\rdeleted_items\x18\x01 \x01(\x03\"\x83\x01\n\x12ReserveItemRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x11\n\tuser_tags\x18\x05 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"R\n\x13ReserveItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x93\x01\n\x14MarkItemReadyRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\tauto_tags\x18\x02 \x03(\x0b\x32\x1b.audiosearch.catalog.v1.Tag\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x05\"C\n\x15MarkItemReadyResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"a\n\x17MarkItemDeletingRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12:\n\x16only_if_pending_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x18MarkItemDeletingResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\x12\x0e\n\x06marked\x18\x02 \x01(\x08\"\x1c\n\x0eGetItemRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"=\n\x0fGetItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"U\n\x14\x42\x61tchGetItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\"D\n\x15\x42\x61tchGetItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.audiosearch.catalog.v1.Item\"W\n\x10ListItemsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\"Y\n\x11ListItemsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.audiosearch.catalog.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x12\x46indItemIdsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\"\n\x13\x46indItemIdsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"Y\n\x11\x44\x65leteItemRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x38\n\ronly_if_state\x18\x02 \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\"%\n\x12\x44\x65leteItemResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x15\n\x13\x43\x61talogStatsRequest\"l\n\rLibraryCounts\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x13\n\x0bready_items\x18\x02 \x01(\x03\x12\x15\n\rpending_items\x18\x03 \x01(\x03\x12\x1e\n\x16total_duration_seconds\x18\x04 \x01(\x01\"P\n\x14\x43\x61talogStatsResponse\x12\x38\n\tlibraries\x18\x01 \x03(\x0b\x32%.audiosearch.catalog.v1.LibraryCounts\"(\n\x15ListItemStatesRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\xa3\x01\n\x0eItemStateEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.audiosearch.catalog.v1.ItemState\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"O\n\x16ListItemStatesResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.audiosearch.catalog.v1.ItemStateEntry\"$\n\x16MarkItemPendingRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"E\n\x17MarkItemPendingResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.audiosearch.catalog.v1.Item*n\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ITEM_STATE_PENDING\x10\x01\x12\x14\n\x10ITEM_STATE_READY\x10\x02\x12\x17\n\x13ITEM_STATE_DELETING\x10\x03\x32\xd5\x0c\n\x0e\x43\x61talogService\x12l\n\rCreateLibrary\x12,.audiosearch.catalog.v1.CreateLibraryRequest\x1a-.audiosearch.catalog.v1.CreateLibraryResponse\x12\x63\n\nGetLibrary\x12).audiosearch.catalog.v1.GetLibraryRequest\x1a*.audiosearch.catalog.v1.GetLibraryResponse\x12l\n\rListLibraries\x12,.audiosearch.catalog.v1.ListLibrariesRequest\x1a-.audiosearch.catalog.v1.ListLibrariesResponse\x12l\n\rDeleteLibrary\x12,.audiosearch.catalog.v1.DeleteLibraryRequest\x1a-.audiosearch.catalog.v1.DeleteLibraryResponse\x12\x66\n\x0bReserveItem\x12*.audiosearch.catalog.v1.ReserveItemRequest\x1a+.audiosearch.catalog.v1.ReserveItemResponse\x12l\n\rMarkItemReady\x12,.audiosearch.catalog.v1.MarkItemReadyRequest\x1a-.audiosearch.catalog.v1.MarkItemReadyResponse\x12u\n\x10MarkItemDeleting\x12/.audiosearch.catalog.v1.MarkItemDeletingRequest\x1a\x30.audiosearch.catalog.v1.MarkItemDeletingResponse\x12Z\n\x07GetItem\x12&.audiosearch.catalog.v1.GetItemRequest\x1a\'.audiosearch.catalog.v1.GetItemResponse\x12l\n\rBatchGetItems\x12,.audiosearch.catalog.v1.BatchGetItemsRequest\x1a-.audiosearch.catalog.v1.BatchGetItemsResponse\x12`\n\tListItems\x12(.audiosearch.catalog.v1.ListItemsRequest\x1a).audiosearch.catalog.v1.ListItemsResponse\x12\x66\n\x0b\x46indItemIds\x12*.audiosearch.catalog.v1.FindItemIdsRequest\x1a+.audiosearch.catalog.v1.FindItemIdsResponse\x12\x63\n\nDeleteItem\x12).audiosearch.catalog.v1.DeleteItemRequest\x1a*.audiosearch.catalog.v1.DeleteItemResponse\x12i\n\x0c\x43\x61talogStats\x12+.audiosearch.catalog.v1.CatalogStatsRequest\x1a,.audiosearch.catalog.v1.CatalogStatsResponse\x12o\n\x0eListItemStates\x12-.audiosearch.catalog.v1.ListItemStatesRequest\x1a..audiosearch.catalog.v1.ListItemStatesResponse\x12r\n\x0fMarkItemPending\x12..audiosearch.catalog.v1.MarkItemPendingRequest\x1a/.audiosearch.catalog.v1.MarkItemPendingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiosearch.catalog.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMSTATE']._serialized_start=2893
-  _globals['_ITEMSTATE']._serialized_end=3003
+  _globals['_ITEMSTATE']._serialized_start=3044
+  _globals['_ITEMSTATE']._serialized_end=3154
   _globals['_LIBRARY']._serialized_start=98
   _globals['_LIBRARY']._serialized_end=287
   _globals['_TAG']._serialized_start=289
@@ -65,45 +65,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MARKITEMREADYRESPONSE']._serialized_start=1526
   _globals['_MARKITEMREADYRESPONSE']._serialized_end=1593
   _globals['_MARKITEMDELETINGREQUEST']._serialized_start=1595
-  _globals['_MARKITEMDELETINGREQUEST']._serialized_end=1632
-  _globals['_MARKITEMDELETINGRESPONSE']._serialized_start=1634
-  _globals['_MARKITEMDELETINGRESPONSE']._serialized_end=1704
-  _globals['_GETITEMREQUEST']._serialized_start=1706
-  _globals['_GETITEMREQUEST']._serialized_end=1734
-  _globals['_GETITEMRESPONSE']._serialized_start=1736
-  _globals['_GETITEMRESPONSE']._serialized_end=1797
-  _globals['_BATCHGETITEMSREQUEST']._serialized_start=1799
-  _globals['_BATCHGETITEMSREQUEST']._serialized_end=1884
-  _globals['_BATCHGETITEMSRESPONSE']._serialized_start=1886
-  _globals['_BATCHGETITEMSRESPONSE']._serialized_end=1954
-  _globals['_LISTITEMSREQUEST']._serialized_start=1956
-  _globals['_LISTITEMSREQUEST']._serialized_end=2043
-  _globals['_LISTITEMSRESPONSE']._serialized_start=2045
-  _globals['_LISTITEMSRESPONSE']._serialized_end=2134
-  _globals['_FINDITEMIDSREQUEST']._serialized_start=2136
-  _globals['_FINDITEMIDSREQUEST']._serialized_end=2187
-  _globals['_FINDITEMIDSRESPONSE']._serialized_start=2189
-  _globals['_FINDITEMIDSRESPONSE']._serialized_end=2223
-  _globals['_DELETEITEMREQUEST']._serialized_start=2225
-  _globals['_DELETEITEMREQUEST']._serialized_end=2256
-  _globals['_DELETEITEMRESPONSE']._serialized_start=2258
-  _globals['_DELETEITEMRESPONSE']._serialized_end=2278
-  _globals['_CATALOGSTATSREQUEST']._serialized_start=2280
-  _globals['_CATALOGSTATSREQUEST']._serialized_end=2301
-  _globals['_LIBRARYCOUNTS']._serialized_start=2303
-  _globals['_LIBRARYCOUNTS']._serialized_end=2411
-  _globals['_CATALOGSTATSRESPONSE']._serialized_start=2413
-  _globals['_CATALOGSTATSRESPONSE']._serialized_end=2493
-  _globals['_LISTITEMSTATESREQUEST']._serialized_start=2495
-  _globals['_LISTITEMSTATESREQUEST']._serialized_end=2535
-  _globals['_ITEMSTATEENTRY']._serialized_start=2538
-  _globals['_ITEMSTATEENTRY']._serialized_end=2701
-  _globals['_LISTITEMSTATESRESPONSE']._serialized_start=2703
-  _globals['_LISTITEMSTATESRESPONSE']._serialized_end=2782
-  _globals['_MARKITEMPENDINGREQUEST']._serialized_start=2784
-  _globals['_MARKITEMPENDINGREQUEST']._serialized_end=2820
-  _globals['_MARKITEMPENDINGRESPONSE']._serialized_start=2822
-  _globals['_MARKITEMPENDINGRESPONSE']._serialized_end=2891
-  _globals['_CATALOGSERVICE']._serialized_start=3006
-  _globals['_CATALOGSERVICE']._serialized_end=4627
+  _globals['_MARKITEMDELETINGREQUEST']._serialized_end=1692
+  _globals['_MARKITEMDELETINGRESPONSE']._serialized_start=1694
+  _globals['_MARKITEMDELETINGRESPONSE']._serialized_end=1780
+  _globals['_GETITEMREQUEST']._serialized_start=1782
+  _globals['_GETITEMREQUEST']._serialized_end=1810
+  _globals['_GETITEMRESPONSE']._serialized_start=1812
+  _globals['_GETITEMRESPONSE']._serialized_end=1873
+  _globals['_BATCHGETITEMSREQUEST']._serialized_start=1875
+  _globals['_BATCHGETITEMSREQUEST']._serialized_end=1960
+  _globals['_BATCHGETITEMSRESPONSE']._serialized_start=1962
+  _globals['_BATCHGETITEMSRESPONSE']._serialized_end=2030
+  _globals['_LISTITEMSREQUEST']._serialized_start=2032
+  _globals['_LISTITEMSREQUEST']._serialized_end=2119
+  _globals['_LISTITEMSRESPONSE']._serialized_start=2121
+  _globals['_LISTITEMSRESPONSE']._serialized_end=2210
+  _globals['_FINDITEMIDSREQUEST']._serialized_start=2212
+  _globals['_FINDITEMIDSREQUEST']._serialized_end=2263
+  _globals['_FINDITEMIDSRESPONSE']._serialized_start=2265
+  _globals['_FINDITEMIDSRESPONSE']._serialized_end=2299
+  _globals['_DELETEITEMREQUEST']._serialized_start=2301
+  _globals['_DELETEITEMREQUEST']._serialized_end=2390
+  _globals['_DELETEITEMRESPONSE']._serialized_start=2392
+  _globals['_DELETEITEMRESPONSE']._serialized_end=2429
+  _globals['_CATALOGSTATSREQUEST']._serialized_start=2431
+  _globals['_CATALOGSTATSREQUEST']._serialized_end=2452
+  _globals['_LIBRARYCOUNTS']._serialized_start=2454
+  _globals['_LIBRARYCOUNTS']._serialized_end=2562
+  _globals['_CATALOGSTATSRESPONSE']._serialized_start=2564
+  _globals['_CATALOGSTATSRESPONSE']._serialized_end=2644
+  _globals['_LISTITEMSTATESREQUEST']._serialized_start=2646
+  _globals['_LISTITEMSTATESREQUEST']._serialized_end=2686
+  _globals['_ITEMSTATEENTRY']._serialized_start=2689
+  _globals['_ITEMSTATEENTRY']._serialized_end=2852
+  _globals['_LISTITEMSTATESRESPONSE']._serialized_start=2854
+  _globals['_LISTITEMSTATESRESPONSE']._serialized_end=2933
+  _globals['_MARKITEMPENDINGREQUEST']._serialized_start=2935
+  _globals['_MARKITEMPENDINGREQUEST']._serialized_end=2971
+  _globals['_MARKITEMPENDINGRESPONSE']._serialized_start=2973
+  _globals['_MARKITEMPENDINGRESPONSE']._serialized_end=3042
+  _globals['_CATALOGSERVICE']._serialized_start=3157
+  _globals['_CATALOGSERVICE']._serialized_end=4778
 # @@protoc_insertion_point(module_scope)

@@ -178,16 +178,20 @@ class MarkItemReadyResponse(_message.Message):
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
 
 class MarkItemDeletingRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "only_if_pending_before")
     ID_FIELD_NUMBER: _ClassVar[int]
+    ONLY_IF_PENDING_BEFORE_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    only_if_pending_before: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., only_if_pending_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class MarkItemDeletingResponse(_message.Message):
-    __slots__ = ("item",)
+    __slots__ = ("item", "marked")
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    MARKED_FIELD_NUMBER: _ClassVar[int]
     item: Item
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
+    marked: bool
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., marked: _Optional[bool] = ...) -> None: ...
 
 class GetItemRequest(_message.Message):
     __slots__ = ("id",)
@@ -250,14 +254,18 @@ class FindItemIdsResponse(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeleteItemRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "only_if_state")
     ID_FIELD_NUMBER: _ClassVar[int]
+    ONLY_IF_STATE_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    only_if_state: ItemState
+    def __init__(self, id: _Optional[int] = ..., only_if_state: _Optional[_Union[ItemState, str]] = ...) -> None: ...
 
 class DeleteItemResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CatalogStatsRequest(_message.Message):
     __slots__ = ()
