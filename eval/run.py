@@ -6,7 +6,8 @@ store, windowing and time-consistent voting as the service); seeded random
 their source, at the right offset; excerpts of held-out recordings (not
 indexed) must find nothing above the model's evidence threshold.
 
-Semantic task: precision@10 of "more like this" with folder/prefix
+Semantic task: precision@10 of "more like this" (the item's stored vectors as
+the query, as the gateway does it) with folder/prefix
 categories as labels.
 
 Writes eval/results/latest.json and latest.md."""
@@ -103,11 +104,20 @@ class Index:
 
     def query(self, x: np.ndarray, rate: int, exclude: tuple[int, ...] = ()) -> list:
         vectors, offsets = self.windows(x, rate, query=True)
+        return self._rank(list(vectors), offsets, len(x) / rate, exclude)
+
+    def more_like(self, item: dict) -> list:
+        """"More like this" as the gateway does it: the item's stored vectors
+        are the query, the item itself left out."""
+        stored = self.store.get("eval", item["id"])
+        return self._rank([w.vector for w in stored], [w.offset for w in stored], item["duration"], (item["id"],))
+
+    def _rank(self, vectors: list, offsets: list[float], duration: float, exclude: tuple[int, ...]) -> list:
         hits = self.store.search(
-            "eval", self.info.name, self.info.dim, list(vectors), PER_QUERY, exclude=list(exclude), hits_per_item=1
+            "eval", self.info.name, self.info.dim, vectors, PER_QUERY, exclude=list(exclude), hits_per_item=1
         )
         converted = [[Hit(h.item_id, h.window, h.offset, h.score) for h in q] for q in hits]
-        matches = vote(converted, offsets, self.info.window_seconds, self.info.hop_seconds, len(x) / rate)
+        matches = vote(converted, offsets, self.info.window_seconds, self.info.hop_seconds, duration)
         return sorted(matches.values(), key=lambda m: -m.score)
 
 
@@ -221,7 +231,7 @@ def semantic(index: Index, items: list[dict]) -> dict:
     labelled = [it for it in items if counts[it["category"]] >= 5]
     precisions = []
     for it in labelled:
-        ranked = index.query(it["audio"], it["rate"], exclude=(it["id"],))
+        ranked = index.more_like(it)
         top = [m.item_id for m in ranked[:10]]
         by_id = {x["id"]: x for x in items}
         precisions.append(sum(by_id[i]["category"] == it["category"] for i in top) / 10)

@@ -26,6 +26,11 @@ class EmbedderConfig(ServerConfig):
     cnn14_md5: str = ""
     # "auto", "cpu", "cuda" or "cuda:N".
     device: str = "auto"
+    # Cnn14 arithmetic: "auto" (bf16 autocast on CUDA, fp32 on the CPU),
+    # "fp32", "bf16" or "fp16".
+    precision: str = "auto"
+    # torch.compile the network: "auto" (on CUDA), "true" or "false".
+    compile: str = "auto"
     # Windows per model call, and how long to wait to fill a batch.
     max_batch: int = 16
     batch_wait_ms: float = 5.0

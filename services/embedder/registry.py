@@ -46,7 +46,16 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
 
             source = CHECKPOINTS[name]
             source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
-            models.append(Cnn14Model(config.cnn14_checkpoint, config.cnn14_download, config.device, source))
+            models.append(
+                Cnn14Model(
+                    config.cnn14_checkpoint,
+                    config.cnn14_download,
+                    config.device,
+                    source,
+                    config.precision,
+                    config.compile,
+                )
+            )
         else:
             raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: {', '.join(KNOWN_MODELS)}")
     return models
