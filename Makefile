@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint lint test demo samples eval serve clean
+.PHONY: all venv proto proto-check buf-lint lint test demo samples eval bench bench-gpu serve clean
 
 all: venv
 
@@ -42,7 +42,7 @@ buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check services tests scripts eval
+	$(VENV)/bin/ruff check services tests scripts eval bench
 
 # Real audio for the demo and benchmarks: CC0 samples from Debian's sonic-pi-samples.
 $(SAMPLES)/.fetched:
@@ -62,6 +62,18 @@ $(EVAL_CORPUS)/.fetched:
 
 eval: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
 	$(PY) eval/run.py --corpus $(EVAL_CORPUS) --out eval/results
+
+# Embedder throughput on this CPU against panns_inference, same run, same clips.
+bench: $(VENV)/.installed $(SAMPLES)/.fetched
+	$(PY) bench/make_clips.py $(SAMPLES) bench/.cache/clips.npy
+	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
+
+# Cnn14 on a CUDA GPU (needs a CUDA build of torch): clips/s, fraction of
+# the card's bf16 peak, and the cosine of the production path to fp32.
+bench-gpu: $(VENV)/.installed $(SAMPLES)/.fetched
+	$(PY) bench/make_clips.py $(SAMPLES) bench/.cache/clips.npy
+	$(PY) bench/gpu_cnn14.py bench/.cache/clips.npy > bench/results/gpu.json
+	cat bench/results/gpu.json
 
 demo: proto $(SAMPLES)/.fetched
 	$(PY) scripts/demo.py --samples $(SAMPLES)

@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.embedder.models.cnn14 import SAMPLE_RATE, Cnn14, accelerate, run
+from services.embedder.models.reference import random_cnn14
 
 GFLOP_PER_CLIP = 42.2
 # Dense bf16 tensor-core peaks (TFLOP/s), by the name torch reports.
@@ -32,16 +33,6 @@ CLIP = 10 * SAMPLE_RATE
 
 def peak_for(name: str) -> float | None:
     return next((v for k, v in PEAKS.items() if k in name), None)
-
-
-def random_network(seed: int = 0) -> Cnn14:
-    torch.manual_seed(seed)
-    net = Cnn14()
-    for m in net.modules():  # BatchNorm statistics as a trained network has them, not 0/1
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net
 
 
 def clips_per_second(net: Cnn14, device: torch.device, precision: str, batch: int, seconds: float = 3.0) -> float:
@@ -60,9 +51,9 @@ def main() -> int:
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     audio = np.load(sys.argv[1]) if len(sys.argv) > 1 else None
-    fp32 = random_network().to(device).eval()
-    fast = accelerate(random_network(), device)
-    compiled = accelerate(random_network(), device, compiled=True)
+    fp32 = random_cnn14().to(device).eval()
+    fast = accelerate(random_cnn14(), device)
+    compiled = accelerate(random_cnn14(), device, compiled=True)
     out: dict = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "clips_per_second": {}}
     for batch in (32, 64, 128, 256, 512):
         out["clips_per_second"][str(batch)] = {

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,7 @@ LENGTHS = (3.0, 5.0)
 PER_QUERY = items_per_query_window(10)  # as the gateway does for top-10
 # Evidence thresholds at which top-1 and the false-positive rate are also
 # reported, for calibrating a model's threshold.
+POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 CALIBRATION_GRID = (0.05, 0.06, 0.07, 0.08, 0.085, 0.09, 0.1, 0.12)
 
 
@@ -107,7 +111,7 @@ class Index:
         return self._rank(list(vectors), offsets, len(x) / rate, exclude)
 
     def more_like(self, item: dict) -> list:
-        """"More like this" as the gateway does it: the item's stored vectors
+        """The gateway's "more like this": the item's stored vectors
         are the query, the item itself left out."""
         stored = self.store.get("eval", item["id"])
         return self._rank([w.vector for w in stored], [w.offset for w in stored], item["duration"], (item["id"],))
@@ -119,6 +123,19 @@ class Index:
         converted = [[Hit(h.item_id, h.window, h.offset, h.score) for h in q] for q in hits]
         matches = vote(converted, offsets, self.info.window_seconds, self.info.hop_seconds, duration)
         return sorted(matches.values(), key=lambda m: -m.score)
+
+
+def excerpt_query(index: Index, length: float, distort, seeds: list[int], q: int, item: dict, start: float) -> list:  # type: ignore[no-untyped-def]
+    """Query q: `length` s of `item` from `start`, distorted with its own seeded generator."""
+    a, b = int(start * item["rate"]), int((start + length) * item["rate"])
+    x, rate = distort(item["audio"][a:b], item["rate"], np.random.default_rng([seeds[0], q, seeds[1]]))
+    return index.query(x, rate)
+
+
+def held_out_query(index: Index, length: float, q: int, item: dict, start: float, *, seed: int) -> list:
+    """False-positive query q: distortions taken in turn."""
+    name = list(DISTORTIONS)[q % len(DISTORTIONS)]
+    return excerpt_query(index, length, DISTORTIONS[name], [seed, 7], q, item, start)
 
 
 def near_duplicate(
@@ -147,10 +164,10 @@ def near_duplicate(
             top1 = top1_raw = recall = 0
             offset_errors = []
             correct_evidence = []  # of correct unthresholded top-1 results: top-1 at any threshold
-            for q, (it, start) in enumerate(picks):
-                a, b = int(start * it["rate"]), int((start + length) * it["rate"])
-                x, rate = distort(it["audio"][a:b], it["rate"], np.random.default_rng([seed, q, len(name)]))
-                ranked = index.query(x, rate)
+            # Queries are independent and seeded each: run as many at once as there are cores.
+            ask = functools.partial(excerpt_query, index, length, distort, [seed, len(name)])
+            answers = POOL.map(ask, range(len(picks)), *zip(*picks, strict=True))
+            for (it, start), ranked in zip(picks, answers, strict=True):
                 ids = [m.item_id for m in ranked]
                 served = [m for m in ranked if m.evidence >= threshold]
                 if ids[:1] == [it["id"]]:
@@ -181,16 +198,11 @@ def near_duplicate(
         # true match, not a false positive: it is found by querying with the
         # whole clean recording and left out of this set (and reported).
         copies = copies_of_indexed(index, held_out, items)
-        fp_scores = []
         fp_eligible = [it for it in held_out if it["duration"] >= length + 0.5 and it["id"] not in copies]
-        for q in range(n_fp):
-            it = fp_eligible[q % len(fp_eligible)]
-            start = float(rng.uniform(0, it["duration"] - length))
-            a, b = int(start * it["rate"]), int((start + length) * it["rate"])
-            name = list(DISTORTIONS)[q % len(DISTORTIONS)]
-            x, rate = DISTORTIONS[name](it["audio"][a:b], it["rate"], np.random.default_rng([seed, q, 7]))
-            ranked = index.query(x, rate)
-            fp_scores.append(max((m.evidence for m in ranked), default=0.0))
+        fp_picks = [fp_eligible[q % len(fp_eligible)] for q in range(n_fp)]
+        fp_starts = [float(rng.uniform(0, it["duration"] - length)) for it in fp_picks]
+        ask = functools.partial(held_out_query, index, length, seed=seed)
+        fp_scores = [max((m.evidence for m in r), default=0.0) for r in POOL.map(ask, range(n_fp), fp_picks, fp_starts)]
         fp = sum(s >= threshold for s in fp_scores) / max(1, len(fp_scores)) if threshold > 0 else 1.0
         per["false_positive_rate"] = fp
         per["threshold"] = threshold

@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import importlib
 import os
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -19,50 +18,21 @@ import torch
 
 from services.embedder.models.base import ModelUnavailable
 from services.embedder.models.checkpoint import CHECKPOINTS, Checkpoint, download, ensure_checkpoint
-from services.embedder.models.cnn14 import LABELS_FILE, Cnn14, Cnn14Model, load_labels
+from services.embedder.models.cnn14 import Cnn14, Cnn14Model, load_labels
+from services.embedder.models.reference import import_panns, save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    torch.manual_seed(0)
-    net = Cnn14()
-    # Non-trivial batch-norm statistics, as a trained checkpoint has.
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-    path = tmp_path_factory.mktemp("ckpt") / "Cnn14_mAP=0.431.pth"
-    torch.save({"model": net.state_dict(), "iteration": 0}, path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "Cnn14_mAP=0.431.pth")
 
 
 @pytest.fixture(scope="module")
 def reference_module(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """panns_inference.models, imported without its side effects: its
-    package __init__ downloads a labels CSV into ~/panns_data with wget.
-    We point HOME at a folder holding our shipped copy and forbid
-    os.system, so nothing is fetched or written to the real home."""
-    home = tmp_path_factory.mktemp("home")
-    (home / "panns_data").mkdir()
-    shutil.copy(LABELS_FILE, home / "panns_data" / "class_labels_indices.csv")
-    saved = {k: os.environ.get(k) for k in ("HOME", "MPLBACKEND", "MPLCONFIGDIR")}
-    os.environ.update(HOME=str(home), MPLBACKEND="Agg", MPLCONFIGDIR=str(home / "mpl"))
-    real_system = os.system
-
-    def no_system(cmd: str) -> int:
-        raise AssertionError(f"panns_inference tried to run {cmd!r}")
-
-    os.system = no_system  # type: ignore[assignment]
-    try:
-        module = importlib.import_module("panns_inference.models")
-        assert importlib.import_module("panns_inference.config").classes_num == 527
-    finally:
-        os.system = real_system  # type: ignore[assignment]
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """panns_inference.models, imported without its side effects (HOME in a
+    temporary folder, os.system forbidden: see models/reference.py)."""
+    module = import_panns(tmp_path_factory.mktemp("home"))
+    assert importlib.import_module("panns_inference.config").classes_num == 527
     return module
 
 

@@ -1,0 +1,89 @@
+"""Embedder throughput on this machine's CPU (`make bench`): 10 s clips per
+second through the embedder service's own path (decode, windowing, dynamic
+batching, Cnn14), at concurrency 1 and 8, each as a ratio to the reference
+`panns_inference.AudioTagging.inference` called once per clip, measured in
+the same run on the same clips and weights. Also the cosine between the two
+embeddings of every clip. Weights: a checkpoint in the official format with
+seeded random values (speed does not depend on them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.common import config as cfg  # noqa: E402
+from services.embedder.config import EmbedderConfig  # noqa: E402
+from services.embedder.models.reference import audio_tagging, save_checkpoint  # noqa: E402
+from services.embedder.registry import Registry, build_models  # noqa: E402
+from services.embedder.service import Embedder  # noqa: E402
+from tests.sounds import encode  # noqa: E402
+
+RATE = 32000
+
+
+def figure(value: float, baseline: float, unit: str) -> dict:
+    return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": unit}
+
+
+def reference_rate(tagger, clips: np.ndarray) -> tuple[float, np.ndarray]:  # type: ignore[no-untyped-def]
+    tagger.inference(clips[:1])  # warm-up
+    start, out = time.perf_counter(), []
+    for clip in clips:
+        out.append(tagger.inference(clip[None, :])[1][0])
+    return len(clips) / (time.perf_counter() - start), np.stack(out)
+
+
+async def our_rate(embedder: Embedder, files: list[bytes], concurrency: int) -> tuple[float, np.ndarray]:
+    await embedder.embed(files[0], "panns-cnn14")  # warm-up
+    results: dict[int, np.ndarray] = {}
+    queue = list(range(len(files)))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            result = await embedder.embed(files[i], "panns-cnn14", window=10.0, hop=10.0)
+            results[i] = np.asarray(result.windows[0].vector)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(files) / (time.perf_counter() - start), np.stack([results[i] for i in range(len(files))])
+
+
+async def main(clips_file: str, out: str) -> int:
+    clips = np.load(clips_file)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    checkpoint = save_checkpoint(work / "Cnn14_mAP=0.431.pth")
+    reference, ref_vectors = reference_rate(audio_tagging(work / "home", checkpoint), clips)
+    ref_vectors = ref_vectors / np.linalg.norm(ref_vectors, axis=1, keepdims=True)
+    config = cfg.load(
+        EmbedderConfig, environ={}, models=("panns-cnn14",), cnn14_checkpoint=checkpoint, cnn14_download=False
+    )
+    registry = Registry(build_models(config), config.default_model)
+    await registry.load_all()
+    embedder = Embedder(registry, config)
+    files = [encode(c, rate=RATE) for c in clips]
+    results, cosines = {}, []
+    for concurrency in (1, 8):
+        rate, vectors = await our_rate(embedder, files, concurrency)
+        results[f"embedder_clips_per_second_concurrency_{concurrency}"] = figure(rate, reference, "clips/s")
+        cosines.append(float((vectors * ref_vectors).sum(axis=1).min()))
+    await embedder.close()
+    results["embedder_min_cosine_to_reference"] = {"value": min(cosines), "unit": "cosine"}
+    doc = {"machine": f"{sys.platform}, {len(__import__('os').sched_getaffinity(0))} CPUs", "figures": results}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main(sys.argv[1], sys.argv[2])))
