@@ -113,7 +113,7 @@ class Repair:
                     missing.append(s)
             except (NotFound, FailedPrecondition):
                 continue  # changed meanwhile (deleted, resumed): nothing left to fix
-        if missing:  # look again: an insert may have finished since the first look
+        if missing and (has_collection or not self.dry_run):  # look again: an insert may have finished meanwhile
             with_vectors = await self.vectors.item_ids(lib.name)
         for s in missing:
             if s.id not in with_vectors:
