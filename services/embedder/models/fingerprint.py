@@ -18,7 +18,7 @@ Design, in the family of Wang's Shazam landmarks and Ellis' audfprint:
    sound does); (f1, f2 - f1, t2 - t1), quantised, is a 22-bit hash that
    depends on no absolute time or level.
 5. A window's vector holds its landmarks as (slot, hash) keys, the slot
-   being where in the window (in 1/8 s) the anchor sits, with equal
+   being where in the window (in 1/4 s) the anchor sits, with equal
    weights, L2-normalised over landmarks. A query window lines up with
    some library window to within half a hop, so a query landmark takes
    every slot within that tolerance: a true match shares its landmarks at
@@ -61,8 +61,8 @@ INDEX_SHIFTS = 4  # STFT phases fingerprinted for library items
 ZONE_PEAKS = 40  # candidates per anchor
 BLOCK_SECONDS, MARGIN_SECONDS = 60, 5  # long signals are fingerprinted in blocks
 HASH_BITS = 22  # f1: 8 bits, f2 - f1: 7, t2 - t1: 7
-SLOT = 0.125  # s: where in its window a landmark sits, quantised
-SLOT_BITS = 6  # slots wrap after 8 s (longer windows only lose some selectivity)
+SLOT = 0.25  # s: where in its window a landmark sits, quantised
+SLOT_BITS = 6  # slots wrap after 16 s (longer windows only lose some selectivity)
 JITTER = 0.05  # s: anchor times of one peak differ by up to a frame between cuts
 
 
