@@ -18,14 +18,12 @@ import argparse
 import datetime
 import functools
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,6 @@ LENGTHS = (3.0, 5.0)
 PER_QUERY = items_per_query_window(10)  # as the gateway does for top-10
 # Evidence thresholds at which top-1 and the false-positive rate are also
 # reported, for calibrating a model's threshold.
-POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 CALIBRATION_GRID = (0.05, 0.06, 0.07, 0.08, 0.085, 0.09, 0.1, 0.12)
 
 
@@ -164,9 +161,8 @@ def near_duplicate(
             top1 = top1_raw = recall = 0
             offset_errors = []
             correct_evidence = []  # of correct unthresholded top-1 results: top-1 at any threshold
-            # Queries are independent and seeded each: run as many at once as there are cores.
             ask = functools.partial(excerpt_query, index, length, distort, [seed, len(name)])
-            answers = POOL.map(ask, range(len(picks)), *zip(*picks, strict=True))
+            answers = map(ask, range(len(picks)), *zip(*picks, strict=True))
             for (it, start), ranked in zip(picks, answers, strict=True):
                 ids = [m.item_id for m in ranked]
                 served = [m for m in ranked if m.evidence >= threshold]
@@ -202,7 +198,7 @@ def near_duplicate(
         fp_picks = [fp_eligible[q % len(fp_eligible)] for q in range(n_fp)]
         fp_starts = [float(rng.uniform(0, it["duration"] - length)) for it in fp_picks]
         ask = functools.partial(held_out_query, index, length, seed=seed)
-        fp_scores = [max((m.evidence for m in r), default=0.0) for r in POOL.map(ask, range(n_fp), fp_picks, fp_starts)]
+        fp_scores = [max((m.evidence for m in r), default=0.0) for r in map(ask, range(n_fp), fp_picks, fp_starts)]
         fp = sum(s >= threshold for s in fp_scores) / max(1, len(fp_scores)) if threshold > 0 else 1.0
         per["false_positive_rate"] = fp
         per["threshold"] = threshold
