@@ -26,8 +26,8 @@ class EmbedderConfig(ServerConfig):
     cnn14_md5: str = ""
     # "auto", "cpu", "cuda" or "cuda:N".
     device: str = "auto"
-    # Cnn14 arithmetic: "auto" (bf16 autocast on CUDA, fp32 on the CPU),
-    # "fp32", "bf16" or "fp16".
+    # Cnn14 arithmetic: "auto" (bf16 autocast on CUDA and on CPUs with
+    # native bf16, AVX512-BF16 or AMX; else fp32), "fp32", "bf16" or "fp16".
     precision: str = "auto"
     # torch.compile the network: "auto" (on CUDA), "true" or "false".
     compile: str = "auto"
