@@ -281,12 +281,15 @@ def cmd_fetch_weights(args: argparse.Namespace) -> tuple[Any, str]:
     from services.embedder.models.base import ModelUnavailable
     from services.embedder.models.checkpoint import CHECKPOINTS, ensure_checkpoint
 
+    ckpt = CHECKPOINTS.get(args.model)
+    if ckpt is None:
+        raise CliError("INVALID_ARGUMENT", f"no weights to fetch for {args.model!r}; known: {', '.join(CHECKPOINTS)}")
     config = cfg.load(EmbedderConfig)
     try:
-        path = ensure_checkpoint(CHECKPOINTS["panns-cnn14"], config.cnn14_checkpoint, allow_download=True)
+        path = ensure_checkpoint(ckpt, getattr(config, ckpt.setting), allow_download=True)
     except ModelUnavailable as exc:
         raise CliError("UNAVAILABLE", str(exc)) from None
-    return {"path": str(path)}, f"Cnn14 weights at {path}"
+    return {"model": args.model, "path": str(path)}, f"{ckpt.description} weights at {path}"
 
 
 class SystemExitWith(Exception):
@@ -353,7 +356,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds after which a PENDING insert counts as abandoned (default: the server's, 900)",
     )
     command("libraries", cmd_libraries, "list libraries")
-    command("fetch-weights", cmd_fetch_weights, "download the PANNs Cnn14 checkpoint (md5-checked)", gateway=False)
+    c = command("fetch-weights", cmd_fetch_weights, "download a PANNs checkpoint (md5-checked)", gateway=False)
+    c.add_argument(
+        "--model",
+        default="panns-cnn14",
+        help="whose weights: panns-cnn14 (default), panns-cnn14-16k or panns-mobilenetv1",
+    )
     return p
 
 

@@ -3,6 +3,7 @@ byte chunks in every message, with a size limit enforced as it arrives."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -12,7 +13,9 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 async def collect(messages: AsyncIterable[Any], header: str, max_bytes: int) -> tuple[Any, bytes]:
     """Returns (first message's `header` field, all chunks joined)."""
     first = None
-    parts: list[bytes] = []
+    # A growing buffer, not a list of chunks joined at the end: getvalue()
+    # hands over the buffer itself, so the upload is held once, not twice.
+    parts = io.BytesIO()
     size = 0
     async for message in messages:
         if first is None:
@@ -25,7 +28,7 @@ async def collect(messages: AsyncIterable[Any], header: str, max_bytes: int) -> 
                 f"upload exceeds {max_bytes} bytes (AUDIOSEARCH_MAX_UPLOAD_BYTES); split or shorten the audio"
             )
         if message.chunk:
-            parts.append(message.chunk)
+            parts.write(message.chunk)
     if first is None:
         raise InvalidArgument(f"the stream was empty: the first message must carry `{header}`")
-    return first, b"".join(parts)
+    return first, parts.getvalue()

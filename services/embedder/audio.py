@@ -24,6 +24,8 @@ SUPPORTED = "WAV, FLAC, OGG (Vorbis/Opus) or MP3"
 
 BLOCK = 1 << 16  # samples (frames x channels) decoded at a time
 UNKNOWN_LENGTH = (1 << 63) - 1  # libsndfile's frame count for a stream of unknown length
+# Samples a resampler may emit beyond length x ratio (rounding at the edges).
+RESAMPLER_SLACK = 64
 # Float formats can hold any value; decoded PCM lies in [-1, 1]. Samples far
 # beyond full scale are corrupt data, and would overflow the models' float32
 # spectra into NaN vectors.
@@ -81,7 +83,7 @@ def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = D
             f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)"
         )
     digest = hashlib.sha256(data).hexdigest()
-    parts: list[np.ndarray] = []
+    out = _Samples()
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels = f.samplerate, f.channels
@@ -91,6 +93,7 @@ def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = D
                 max_frames = math.floor(max_seconds * rate)
             if 0 <= f.frames < UNKNOWN_LENGTH:  # a declared length: refuse before decoding anything
                 _check_length(f.frames, rate, channels, max_seconds, limits, declared=True)
+                out.reserve(math.ceil(f.frames * target_rate / rate) + RESAMPLER_SLACK)
             stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
             buffer = np.empty((max(1, BLOCK // channels), channels), dtype=np.float32)
             read = 0
@@ -103,9 +106,9 @@ def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = D
                     _check_length(read, rate, channels, max_seconds, limits, declared=False)
                 _check_values(block)
                 mono = block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
-                parts.append(np.array(mono) if stream is None else stream.resample_chunk(mono))
+                out.append(mono if stream is None else stream.resample_chunk(mono))
             if stream is not None:
-                parts.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+                out.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     except sf.LibsndfileError as exc:
         raise InvalidArgument(_not_audio(_REASONS.get(exc.error_string, exc.error_string))) from None
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
@@ -118,8 +121,38 @@ def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = D
             f"the audio is {_seconds(duration)} long ({read} sample{'s' if read != 1 else ''} at {rate} Hz); "
             f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)"
         )
-    samples = np.concatenate(parts).astype(np.float32, copy=False)
-    return Decoded(samples, target_rate, rate, channels, duration, digest)
+    return Decoded(out.result(), target_rate, rate, channels, duration, digest)
+
+
+class _Samples:
+    """The decoded signal, gathered block by block. With a declared length
+    the blocks are copied into one array reserved up front, so the signal
+    exists once (an hour at 32 kHz is 460 MB; gathering blocks and joining
+    them held it twice); without one, blocks are joined at the end."""
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None
+        self.size = 0
+        self.parts: list[np.ndarray] = []
+
+    def reserve(self, samples: int) -> None:
+        self.buffer = np.empty(samples, dtype=np.float32)
+
+    def append(self, block: np.ndarray) -> None:
+        if self.buffer is not None and self.size + len(block) > len(self.buffer):
+            # More than declared (a header that lied): keep what fits, go on in blocks.
+            self.parts.append(self.buffer[: self.size])
+            self.buffer = None
+        if self.buffer is None:
+            self.parts.append(np.array(block, dtype=np.float32))
+        else:
+            self.buffer[self.size : self.size + len(block)] = block
+            self.size += len(block)
+
+    def result(self) -> np.ndarray:
+        if self.buffer is not None:
+            return self.buffer[: self.size]
+        return np.concatenate(self.parts).astype(np.float32, copy=False) if self.parts else np.zeros(0, np.float32)
 
 
 def _read_into(f: sf.SoundFile, out: np.ndarray) -> int:

@@ -7,26 +7,33 @@ from pathlib import Path
 
 from services.common.config import ServerConfig
 
-DEFAULT_CHECKPOINT = Path("~/.cache/audiosearch/Cnn14_mAP=0.431.pth").expanduser()
+CACHE = Path("~/.cache/audiosearch").expanduser()
+DEFAULT_CHECKPOINT = CACHE / "Cnn14_mAP=0.431.pth"
 
 
 @dataclasses.dataclass(frozen=True)
 class EmbedderConfig(ServerConfig):
     listen: str = "127.0.0.1:50052"
-    # Models to offer, by name.
+    # Models to offer, by name. Also known, opt-in (each a download of its
+    # own): panns-cnn14-16k and panns-mobilenetv1 (docs/models.md).
     models: tuple[str, ...] = ("panns-cnn14", "fingerprint-v1", "spectral-v1")
     # Used when a request names no model; "auto" prefers Cnn14 when its
     # weights are present, else the weights-free fingerprint-v1.
     default_model: str = "auto"
     cnn14_checkpoint: Path = DEFAULT_CHECKPOINT
-    # Download the checkpoint (md5-checked) when it is missing.
+    # Where the other PANNs checkpoints are, when their models are offered.
+    cnn14_16k_checkpoint: Path = CACHE / "Cnn14_16k_mAP=0.438.pth"
+    mobilenetv1_checkpoint: Path = CACHE / "MobileNetV1_mAP=0.389.pth"
+    # Download a missing PANNs checkpoint (md5-checked), for every offered
+    # PANNs model (the name is older than the variants).
     cnn14_download: bool = True
-    # Overrides for mirrors; empty means the official Zenodo record.
+    # Overrides for a mirror of the Cnn14 (32 kHz) checkpoint; empty means
+    # the official Zenodo record.
     cnn14_url: str = ""
     cnn14_md5: str = ""
     # "auto", "cpu", "cuda" or "cuda:N".
     device: str = "auto"
-    # Cnn14 arithmetic: "auto" (bf16 autocast on CUDA and on CPUs with
+    # PANNs arithmetic: "auto" (bf16 autocast on CUDA and on CPUs with
     # native bf16, AVX512-BF16 or AMX; else fp32), "fp32", "bf16" or "fp16".
     precision: str = "auto"
     # torch.compile the network: "auto" (on CUDA), "true" or "false".

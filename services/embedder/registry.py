@@ -16,7 +16,8 @@ from services.embedder.models.base import EmbeddingModel, ModelUnavailable
 log = logging.getLogger(__name__)
 
 LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
-KNOWN_MODELS = ("panns-cnn14", "fingerprint-v1", "spectral-v1")
+KNOWN_MODELS = ("panns-cnn14", "panns-cnn14-16k", "panns-mobilenetv1", "fingerprint-v1", "spectral-v1")
+PANNS_MODELS = ("panns-cnn14", "panns-cnn14-16k", "panns-mobilenetv1")
 # Without Cnn14 weights, the default is the weights-free fingerprint.
 WEIGHTS_FREE_DEFAULT = "fingerprint-v1"
 
@@ -29,7 +30,7 @@ class Slot:
 
 
 def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
-    """The models named in config; imports torch only when Cnn14 is wanted."""
+    """The models named in config; imports torch only when a PANNs model is wanted."""
     models: list[EmbeddingModel] = []
     for name in config.models:
         if name == "fingerprint-v1":
@@ -40,25 +41,35 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
             from services.embedder.models.spectral import SpectralModel
 
             models.append(SpectralModel())
-        elif name == "panns-cnn14":
-            from services.embedder.models.checkpoint import CHECKPOINTS
-            from services.embedder.models.cnn14 import Cnn14Model
-
-            source = CHECKPOINTS[name]
-            source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
-            models.append(
-                Cnn14Model(
-                    config.cnn14_checkpoint,
-                    config.cnn14_download,
-                    config.device,
-                    source,
-                    config.precision,
-                    config.compile,
-                )
-            )
+        elif name in PANNS_MODELS:
+            models.append(_panns_model(name, config))
         else:
             raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: {', '.join(KNOWN_MODELS)}")
     return models
+
+
+def _panns_model(name: str, config: EmbedderConfig) -> EmbeddingModel:
+    from services.embedder.models.checkpoint import CHECKPOINTS
+    from services.embedder.models.cnn14 import CNN14_16K_INFO, CNN14_INFO, PANNS_16K, PANNS_32K, Cnn14Model
+
+    source = CHECKPOINTS[name]
+    if name == "panns-cnn14":  # the mirror overrides are for this checkpoint only
+        source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
+    # One download flag for all PANNs checkpoints; each has its own path setting.
+    args = (
+        getattr(config, source.setting),
+        config.cnn14_download,
+        config.device,
+        source,
+        config.precision,
+        config.compile,
+    )
+    if name == "panns-mobilenetv1":
+        from services.embedder.models.mobilenet import MobileNetV1Model
+
+        return MobileNetV1Model(*args)
+    spec, info = (PANNS_16K, CNN14_16K_INFO) if name == "panns-cnn14-16k" else (PANNS_32K, CNN14_INFO)
+    return Cnn14Model(*args, spec=spec, info=info)
 
 
 class Registry:

@@ -1,15 +1,21 @@
-"""PANNs Cnn14 (Kong et al. 2020), 2048-d embeddings plus 527 AudioSet tags.
+"""PANNs Cnn14 (Kong et al. 2020), 2048-d embeddings plus 527 AudioSet tags,
+at 32 kHz (`Cnn14_mAP=0.431.pth`) or 16 kHz (`Cnn14_16k_mAP=0.438.pth`):
+one network, parameterised by its front end.
 
 The network is written out here instead of importing `panns_inference`,
 whose import downloads a labels file (leaving a 0-byte file offline) and
 whose loader can truncate a checkpoint. Parameter names match the official
 checkpoint, so its state dict (under 'model') loads strictly; a test proves
-the output equals `panns_inference.models.Cnn14` for the same weights."""
+the output equals `panns_inference.models.Cnn14` for the same weights.
+
+`PannsModel` (load, embed, precision, device, compile) serves every PANNs
+network; `mobilenet.py` reuses it."""
 
 from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,69 +25,38 @@ from torch import nn
 
 from services.embedder.models.base import Embeddings, ModelInfo, ModelUnavailable, l2_normalise
 from services.embedder.models.checkpoint import CHECKPOINTS, Checkpoint, ensure_checkpoint
-from services.embedder.models.melscale import mel_filterbank
+from services.embedder.models.folding import folded
+
+# Re-exported: the front end lived here before other PANNs networks shared it.
+from services.embedder.models.panns_frontend import (  # noqa: F401
+    PANNS_16K,
+    PANNS_32K,
+    FrontEnd,
+    PannsNet,
+    _LogMel,
+    _Spectrogram,
+    _Stft,
+    clip_pool,
+)
 
 log = logging.getLogger(__name__)
 
 LABELS_FILE = Path(__file__).with_name("audioset_labels.csv")
-SAMPLE_RATE, WINDOW, HOP, MELS, FMIN, FMAX, CLASSES = 32000, 1024, 320, 64, 50, 14000, 527
+SAMPLE_RATE, WINDOW, HOP, MELS, FMIN, FMAX = (
+    PANNS_32K.sample_rate,
+    PANNS_32K.n_fft,
+    PANNS_32K.hop,
+    PANNS_32K.mels,
+    PANNS_32K.fmin,
+    PANNS_32K.fmax,
+)
+CLASSES = 527
 
 
 def load_labels() -> list[str]:
     with LABELS_FILE.open(newline="") as f:
         rows = list(csv.DictReader(f))
     return [row["display_name"] for row in rows]
-
-
-class _Stft(nn.Module):
-    """STFT of torchlibrosa's layout: reflect-padded, centred, periodic Hann.
-
-    The official checkpoint stores it as two convolutions with windowed DFT
-    kernels (`conv_real`, `conv_imag`); they are kept so that the checkpoint
-    loads strictly, but the transform runs as an FFT: the same numbers (to
-    float rounding) at a fraction of the cost, which on a GPU was 40% of the
-    whole network's time as a convolution."""
-
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-        window = np.hanning(n_fft + 1)[:-1]  # periodic Hann
-        bins = n_fft // 2 + 1
-        angle = -2 * np.pi * np.outer(np.arange(n_fft), np.arange(bins)) / n_fft
-        self.conv_real = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        self.conv_imag = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        self.conv_real.weight.data = torch.tensor((np.cos(angle) * window[:, None]).T[:, None, :], dtype=torch.float32)
-        self.conv_imag.weight.data = torch.tensor((np.sin(angle) * window[:, None]).T[:, None, :], dtype=torch.float32)
-        for p in self.parameters():
-            p.requires_grad = False
-        self.register_buffer("window", torch.tensor(window, dtype=torch.float32), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = torch.stft(
-            x, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
-        )  # [B, bins, frames]; the kernels' sign convention makes imag the negative of the FFT's
-        spec = spec.transpose(1, 2)[:, None]  # [B, 1, frames, bins]
-        return spec.real, -spec.imag
-
-
-class _Spectrogram(nn.Module):
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.stft = _Stft(n_fft, hop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        real, imag = self.stft(x)
-        return real**2 + imag**2  # [B, 1, frames, bins]
-
-
-class _LogMel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        weights = mel_filterbank(SAMPLE_RATE, WINDOW, MELS, FMIN, FMAX).T
-        self.melW = nn.Parameter(torch.tensor(weights), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 10.0 * torch.log10(torch.clamp(torch.matmul(x, self.melW), min=1e-10))
 
 
 class _ConvBlock(nn.Module):
@@ -98,34 +73,41 @@ class _ConvBlock(nn.Module):
         return F.avg_pool2d(x, kernel_size=pool)
 
 
-class Cnn14(nn.Module):
-    """Inference-only Cnn14; forward returns (embedding, clipwise tags)."""
+class _FoldedConvBlock(nn.Module):
+    """A _ConvBlock with its batch norms folded into the convolutions."""
 
-    def __init__(self) -> None:
+    def __init__(self, block: _ConvBlock, convert: Callable[[nn.Conv2d], nn.Module]) -> None:
         super().__init__()
-        self.spectrogram_extractor = _Spectrogram(WINDOW, HOP)
-        self.logmel_extractor = _LogMel()
-        self.bn0 = nn.BatchNorm2d(MELS)
+        self.conv1 = convert(folded(block.conv1, block.bn1))
+        self.conv2 = convert(folded(block.conv2, block.bn2))
+
+    def forward(self, x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+        x = F.relu_(self.conv1(x))
+        x = F.relu_(self.conv2(x))
+        return F.avg_pool2d(x, kernel_size=pool)
+
+
+class Cnn14(PannsNet):
+    """Inference-only Cnn14; forward returns (embedding, clipwise tags).
+    `spec` is the front end of the checkpoint (32 kHz unless told)."""
+
+    def __init__(self, spec: FrontEnd = PANNS_32K) -> None:
+        super().__init__(spec)
         channels = [1, 64, 128, 256, 512, 1024, 2048]
         for i in range(6):
             setattr(self, f"conv_block{i + 1}", _ConvBlock(channels[i], channels[i + 1]))
         self.fc1 = nn.Linear(2048, 2048)
         self.fc_audioset = nn.Linear(2048, CLASSES)
-        self.channels_last = False  # set by `accelerate`
+
+    def fold_batch_norms(self, convert: Callable[[nn.Conv2d], nn.Module]) -> None:
+        for i in range(1, 7):
+            setattr(self, f"conv_block{i}", _FoldedConvBlock(getattr(self, f"conv_block{i}"), convert))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The front end stays fp32 under autocast: a power spectrum and its
-        # log lose too much in 8 mantissa bits; the convolutions do not.
-        with torch.autocast(audio.device.type, enabled=False):
-            x = self.logmel_extractor(self.spectrogram_extractor(audio.float()))  # [B, 1, T, mels]
-            x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.log_mel(audio)  # [B, 1, T, mels]
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x, (2, 2) if i < 6 else (1, 1))
-        x = torch.mean(x, dim=3)
-        x = torch.max(x, dim=2)[0] + torch.mean(x, dim=2)
-        embedding = F.relu_(self.fc1(x))
+        embedding = F.relu_(self.fc1(clip_pool(self.from_body(x))))
         return embedding.float(), torch.sigmoid(self.fc_audioset(embedding).float())
 
 
@@ -167,33 +149,64 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class Cnn14Model:
-    info = ModelInfo(
-        name="panns-cnn14",
-        version="mAP=0.431",
-        dim=2048,
-        sample_rate=SAMPLE_RATE,
+def panns_info(name: str, version: str, dim: int, sample_rate: int) -> ModelInfo:
+    # 10 s windows: what PANNs were trained on (AudioSet clips).
+    return ModelInfo(
+        name=name,
+        version=version,
+        dim=dim,
+        sample_rate=sample_rate,
         window_seconds=10.0,
         hop_seconds=5.0,
         min_seconds=1.0,
         produces_tags=True,
     )
 
+
+CNN14_INFO = panns_info("panns-cnn14", "mAP=0.431", 2048, PANNS_32K.sample_rate)
+CNN14_16K_INFO = panns_info("panns-cnn14-16k", "mAP=0.438", 2048, PANNS_16K.sample_rate)
+
+
+class PannsModel:
+    """A PANNs network behind the model contract: finds (or downloads) its
+    checkpoint, loads it strictly, and embeds with the precision, device and
+    compilation chosen. Subclasses name the network and their defaults."""
+
+    architecture: type[PannsNet]
+    info: ModelInfo
+    spec: FrontEnd = PANNS_32K
+
     def __init__(
         self,
         checkpoint: Path,
         download: bool,
         device: str = "auto",
-        source: Checkpoint = CHECKPOINTS["panns-cnn14"],
+        source: Checkpoint | None = None,
         precision: str = "auto",
         compile: str = "auto",
+        spec: FrontEnd | None = None,
+        info: ModelInfo | None = None,
     ) -> None:
-        self.checkpoint, self.download, self.device_name, self.source = checkpoint, download, device, source
+        self.spec = spec or type(self).spec
+        self.info = info or type(self).info
+        if self.spec.sample_rate != self.info.sample_rate:
+            # The service resamples to info.sample_rate: a mismatch would feed the network the wrong rate.
+            raise ValueError(
+                f"{self.info.name}: front end at {self.spec.sample_rate} Hz, info says {self.info.sample_rate}"
+            )
+        self.checkpoint, self.download, self.device_name = checkpoint, download, device
+        self.source = source or CHECKPOINTS[self.info.name]
         self.precision_name, self.compile_name = precision, compile
         self.labels = load_labels()
         self._net: nn.Module | None = None
         self._device = torch.device("cpu")
         self.precision = "fp32"
+
+    @property
+    def label(self) -> str:
+        """The network as messages name it: "Cnn14", "Cnn14 (16 kHz)"."""
+        name = self.architecture.__name__
+        return name if self.spec == PANNS_32K else f"{name} ({self.spec.sample_rate // 1000} kHz)"
 
     def load(self) -> None:
         path = ensure_checkpoint(self.source, self.checkpoint, self.download)
@@ -202,41 +215,67 @@ class Cnn14Model:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same remedy
             raise ModelUnavailable(
-                f"could not read the Cnn14 checkpoint {path}: {exc}; delete it and download again"
+                f"could not read the {self.label} checkpoint {path}: {exc}; delete it and download again"
             ) from None
         state = state.get("model", state) if isinstance(state, dict) else state
-        net = Cnn14()
+        # Built without memory (meta device) and given the checkpoint's own
+        # tensors, which `cpu_form` then replaces layer by layer: the weights
+        # are never all held twice while loading.
+        with torch.device("meta"):
+            net = self.architecture(self.spec)
         try:
-            net.load_state_dict(state, strict=True)
+            net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:
-            raise ModelUnavailable(f"{path} is not a Cnn14 checkpoint: {str(exc)[:300]}") from None
+            raise ModelUnavailable(f"{path} is not a {self.label} checkpoint: {str(exc)[:300]}") from None
+        del state
+        net.rebuild_buffers()
         self.precision = resolve_precision(self.precision_name, self._device)
         compiled = self.compile_name == "true" or (self.compile_name == "auto" and self._device.type == "cuda")
-        self._net = accelerate(net, self._device, compiled)
+        self._net = accelerate(net, self._device, compiled, self.precision)
         # Warm-up: the first call pays for cuDNN's algorithm search and for
         # compilation, not the first user.
-        run(self._net, np.zeros((2, SAMPLE_RATE), dtype=np.float32), self._device, self.precision)
+        run(self._net, np.zeros((2, self.info.sample_rate), dtype=np.float32), self._device, self.precision)
         log.info(
-            "loaded Cnn14 from %s on %s (%s%s)", path, self._device, self.precision, ", compiled" if compiled else ""
+            "loaded %s from %s on %s (%s%s)",
+            self.label,
+            path,
+            self._device,
+            self.precision,
+            ", compiled" if compiled else "",
         )
 
     @torch.inference_mode()
     def embed(self, windows: np.ndarray) -> Embeddings:
         if self._net is None:
-            raise ModelUnavailable("Cnn14 is not loaded")
+            raise ModelUnavailable(f"{self.label} is not loaded")
         embedding, tags = run(self._net, windows, self._device, self.precision)
         return Embeddings(l2_normalise(embedding.numpy()), tags.numpy())
 
 
-def accelerate(net: Cnn14, device: torch.device, compiled: bool = False) -> nn.Module:
+class Cnn14Model(PannsModel):
+    """Cnn14 at 32 kHz by default; `spec=PANNS_16K, info=CNN14_16K_INFO`
+    (and the 16 kHz checkpoint) for panns-cnn14-16k."""
+
+    architecture = Cnn14
+    info = CNN14_INFO
+
+
+def accelerate(net: PannsNet, device: torch.device, compiled: bool = False, precision: str = "fp32") -> nn.Module:
     """Inference form of the network on `device`: eval mode, channels-last
     memory (what cuDNN's tensor-core convolutions want, and 24% faster with
-    oneDNN on this 2-core AVX2 CPU at batch 8), and optionally compiled with
+    oneDNN on a 2-core CPU at batch 8), and optionally compiled with
     torch.compile (one graph for every batch size; on an H100 it raised
     throughput 1.5x, measured by `make bench-gpu`; on the CPU it gained 6%
-    for a minute of compiling, so "auto" leaves it off there)."""
-    net = net.to(device).eval().to(memory_format=torch.channels_last)
-    net.channels_last = True
+    for a minute of compiling, so "auto" leaves it off there). On the CPU
+    the batch norms are folded and the convolutions cast to `precision`
+    once (`PannsNet.cpu_form`); on CUDA autocast does the casting, as
+    measured on the H100."""
+    net = net.to(device).eval()
+    if device.type == "cpu":
+        net.cpu_form(PRECISIONS[precision] or torch.float32, prepack=not compiled)
+    if not net.mkldnn:  # oneDNN's own layout is already the fastest for it
+        net = net.to(memory_format=torch.channels_last)
+        net.channels_last = True
     if compiled:
         return torch.compile(net, dynamic=True)  # type: ignore[return-value]
     return net
@@ -270,6 +309,8 @@ def run(net: nn.Module, windows: np.ndarray, device: torch.device, precision: st
     else:
         batch = torch.from_numpy(windows)
     dtype = PRECISIONS[precision]
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    # A network already cast for the CPU (`cpu_form`) needs no autocast.
+    enabled = dtype is not None and getattr(net, "body_dtype", torch.float32) == torch.float32
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=enabled):
         embedding, tags = net(batch)
     return embedding.cpu(), tags.cpu()

@@ -10,20 +10,30 @@ import contextlib
 import importlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import torch
+from torch import nn
 
-from services.embedder.models.cnn14 import LABELS_FILE, Cnn14
+from services.embedder.models.cnn14 import LABELS_FILE, PANNS_16K, PANNS_32K, Cnn14, FrontEnd
+from services.embedder.models.mobilenet import MobileNetV1
+
+Net = TypeVar("Net", bound=nn.Module)
+
+# The PANNs variants by model name: (network, front end).
+NETWORKS: dict[str, tuple[type[nn.Module], FrontEnd]] = {
+    "panns-cnn14": (Cnn14, PANNS_32K),
+    "panns-cnn14-16k": (Cnn14, PANNS_16K),
+    "panns-mobilenetv1": (MobileNetV1, PANNS_32K),
+}
 
 
-def random_cnn14(seed: int = 0) -> Cnn14:
-    """Cnn14 with seeded random weights and batch-norm statistics that are
-    not 0/1, as a trained network's are."""
+def _seeded(build: Callable[[], Net], seed: int) -> Net:
     torch.manual_seed(seed)
-    net = Cnn14()
+    net = build()
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
@@ -31,10 +41,23 @@ def random_cnn14(seed: int = 0) -> Cnn14:
     return net
 
 
-def save_checkpoint(path: Path, seed: int = 0) -> Path:
-    """The official layout: {'model': state_dict, 'iteration': n}."""
+def random_network(model: str = "panns-cnn14", seed: int = 0) -> nn.Module:
+    """The named PANNs network with seeded random weights and batch-norm
+    statistics that are not 0/1, as a trained network's are."""
+    architecture, spec = NETWORKS[model]
+    return _seeded(lambda: architecture(spec), seed)
+
+
+def random_cnn14(seed: int = 0, spec: FrontEnd = PANNS_32K) -> Cnn14:
+    """Cnn14 (32 kHz unless `spec` says otherwise) with random weights, as `random_network`."""
+    return _seeded(lambda: Cnn14(spec), seed)
+
+
+def save_checkpoint(path: Path, seed: int = 0, model: str = "panns-cnn14") -> Path:
+    """The official layout: {'model': state_dict, 'iteration': n}, for the
+    named variant (Cnn14 at 32 kHz unless told)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": random_cnn14(seed).state_dict(), "iteration": 0}, path)
+    torch.save({"model": random_network(model, seed).state_dict(), "iteration": 0}, path)
     return path
 
 

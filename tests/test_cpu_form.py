@@ -1,0 +1,93 @@
+"""The CPU inference form of the PANNs networks (batch norms folded into
+the convolutions, weights cast and prepacked once for oneDNN) computes the
+same embeddings as the network as loaded."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.embedder.models.cnn14 import accelerate, cpu_has_native_bf16, run
+from services.embedder.models.folding import fold_sequential, folded
+from services.embedder.models.reference import random_network
+
+CPU = torch.device("cpu")
+
+
+def audio(batch: int = 3, seconds: float = 2.0) -> np.ndarray:
+    return np.random.default_rng(5).uniform(-0.4, 0.4, (batch, int(32000 * seconds))).astype(np.float32)
+
+
+def test_a_folded_convolution_equals_convolution_then_batch_norm() -> None:
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    bn.eval()
+    x = torch.randn(2, 3, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+        # Across an average pool too, as MobileNetV1 has it.
+        layers = nn.Sequential(conv, nn.AvgPool2d(2), bn, nn.ReLU())
+        fused = fold_sequential(layers, lambda c: c)
+        assert [type(m) for m in fused] == [nn.Conv2d, nn.AvgPool2d, nn.ReLU]
+        torch.testing.assert_close(fused(x), layers(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["panns-cnn14", "panns-mobilenetv1"])
+def test_fp32_cpu_form_equals_the_loaded_network(model: str) -> None:
+    net = random_network(model).eval()
+    x = audio()
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x))
+    fast = accelerate(copy.deepcopy(net), CPU, precision="fp32")
+    assert fast.mkldnn == torch.backends.mkldnn.is_available()
+    embedding, tags = run(fast, x, CPU, "fp32")
+    torch.testing.assert_close(embedding, expected[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tags, expected[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["panns-cnn14", "panns-mobilenetv1"])
+def test_bf16_cpu_form_keeps_cosine_to_fp32(model: str) -> None:
+    net = random_network(model).eval()
+    x = audio()
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x))[0]
+    fast = accelerate(copy.deepcopy(net), CPU, precision="bf16")
+    assert fast.body_dtype == torch.bfloat16
+    embedding, _ = run(fast, x, CPU, "bf16")
+    assert F.cosine_similarity(embedding, expected).min().item() >= 0.999
+
+
+def test_the_unpacked_form_is_the_same_network() -> None:
+    """Where oneDNN is absent (or compiling), the folded convolutions run as
+    plain channels-last convolutions."""
+    net = random_network("panns-cnn14").eval()
+    x = audio(2, 1.0)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x))[0]
+    plain = copy.deepcopy(net)
+    plain.cpu_form(torch.float32, prepack=False)
+    assert not plain.mkldnn
+    embedding, _ = run(plain.to(memory_format=torch.channels_last), x, CPU, "fp32")
+    torch.testing.assert_close(embedding, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from services.embedder.models.cnn14 import resolve_precision
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "plain"
+    without.write_text("processor : 0\nflags : fpu avx2 avx512f\n")
+    assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+    assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("fp32", CPU) == "fp32"
