@@ -63,10 +63,16 @@ $(EVAL_CORPUS)/.fetched:
 eval: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
 	$(PY) eval/run.py --corpus $(EVAL_CORPUS) --out eval/results
 
-# Embedder throughput on this CPU against panns_inference, same run, same clips.
+# Performance on this machine, each figure a ratio to a baseline measured in
+# the same run (about 15 minutes here): embedder throughput against
+# panns_inference, indexing and search through the services against the
+# same code in-process, peak memory while indexing a one-hour file.
 bench: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) bench/make_clips.py $(SAMPLES) bench/.cache/clips.npy
+	rm -f bench/results/latest.json
 	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
+	$(PY) bench/pipeline.py $(SAMPLES) bench/results/latest.json
+	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
 
 # Cnn14 on a CUDA GPU (needs a CUDA build of torch): clips/s, fraction of
 # the card's bf16 peak, and the cosine of the production path to fp32.

@@ -76,3 +76,28 @@ def test_long_audio_is_decoded_without_whole_copies() -> None:
     tracemalloc.stop()
     assert decoded.duration == pytest.approx(seconds) and decoded.channels == 2
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 9.99, 10.0, 10.01, 17.3, 25.0, 61.7])
+@pytest.mark.parametrize("hop", [1.0, 5.0, 10.0])
+def test_windows_cut_from_blocks_equal_windows_cut_from_the_whole(seconds: float, hop: float) -> None:
+    """The streaming framer gives exactly the windows of the whole signal
+    (every hop, plus one aligned to the end), however the blocks fall."""
+    from services.embedder.audio import Framer, window_starts
+
+    rate, window = 1000, 10.0
+    signal = np.random.default_rng(int(seconds * 100)).standard_normal(int(seconds * rate)).astype(np.float32)
+    size = round(window * rate)
+    if len(signal) <= size:
+        expected = [(0.0, np.pad(signal, (0, max(0, rate - len(signal)))))]
+    else:
+        expected = [(s, signal[round(s * rate) : round(s * rate) + size]) for s in window_starts(len(signal), rate, window, hop)]
+    cuts = np.sort(np.random.default_rng(1).choice(len(signal), size=min(12, len(signal)), replace=False))
+    framer = Framer(rate, window, hop, 1.0)
+    got = []
+    for block in np.split(signal, cuts):
+        got += framer.push(block)
+    got += framer.finish()
+    assert [o for o, _ in got] == [o for o, _ in expected]
+    for (_, a), (_, b) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)

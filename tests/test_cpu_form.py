@@ -91,3 +91,31 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path) -> None:  # type: ignore
     assert not cpu_has_native_bf16(tmp_path / "missing")
     assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert resolve_precision("fp32", CPU) == "fp32"
+
+
+def test_torch_threads_follow_the_cpus_this_process_may_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from services.embedder.threads import cgroup_cpus, configure_torch, usable_cpus
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpus(v2) == 1.5
+    assert usable_cpus(v2) == min(2, len(os.sched_getaffinity(0)))
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpus(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(v1) == 1
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpus(v1) is None
+    assert cgroup_cpus(tmp_path / "none") is None
+    before = torch.get_num_threads()
+    try:
+        assert configure_torch(1) == 1 and torch.get_num_threads() == 1
+        assert configure_torch(0) == usable_cpus()
+    finally:
+        torch.set_num_threads(before)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -69,59 +70,92 @@ class Decoded:
     sha256: str
 
 
-def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = DEFAULT_LIMITS) -> Decoded:
-    """Decodes any sample rate and channel count block by block, mixing down
-    and resampling as it goes, so only the mono signal at the model's rate
-    is ever held whole: an hour of 48 kHz stereo never exists as floats.
+class Decoder:
+    """One upload, decoded as a stream of mono blocks at the model's rate:
+    any sample rate and channel count are read block by block, mixed down
+    and resampled as they go, so an hour of 48 kHz stereo never exists as
+    floats, and a consumer that frames windows as they come never holds the
+    whole signal either.
 
-    Raises InvalidArgument for data that is not audio (or not sane audio)
-    and ResourceExhausted for audio beyond the limits."""
-    if not data:
-        raise InvalidArgument("the upload is empty: send the bytes of a " + SUPPORTED + " file")
-    if len(data) > limits.max_bytes:
-        raise ResourceExhausted(
-            f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)"
-        )
-    digest = hashlib.sha256(data).hexdigest()
+    The constructor checks what it can without decoding; `blocks()` raises
+    InvalidArgument for data that is not audio (or not sane audio) and
+    ResourceExhausted for audio beyond the limits, as it finds them. After
+    `blocks()` is exhausted, `source_rate`, `channels` and `duration` say
+    what was decoded."""
+
+    def __init__(self, data: bytes, max_seconds: float, target_rate: int, limits: Limits = DEFAULT_LIMITS) -> None:
+        if not data:
+            raise InvalidArgument("the upload is empty: send the bytes of a " + SUPPORTED + " file")
+        if len(data) > limits.max_bytes:
+            raise ResourceExhausted(
+                f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)"
+            )
+        self.data, self.max_seconds, self.target_rate, self.limits = data, max_seconds, target_rate, limits
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.source_rate = self.channels = 0
+        self.duration = 0.0
+        # Output samples to expect, when the header declares a length.
+        self.expected: int | None = None
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        limits, max_seconds, target_rate = self.limits, self.max_seconds, self.target_rate
+        try:
+            with sf.SoundFile(io.BytesIO(self.data)) as f:
+                rate, channels = f.samplerate, f.channels
+                _check_format(rate, channels, limits)
+                self.source_rate, self.channels = rate, channels
+                max_frames = limits.max_samples // channels
+                if max_seconds * rate < max_frames:  # (an infinite limit leaves the sample budget)
+                    max_frames = math.floor(max_seconds * rate)
+                if 0 <= f.frames < UNKNOWN_LENGTH:  # a declared length: refuse before decoding anything
+                    _check_length(f.frames, rate, channels, max_seconds, limits, declared=True)
+                    self.expected = math.ceil(f.frames * target_rate / rate) + RESAMPLER_SLACK
+                stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
+                buffer = np.empty((max(1, BLOCK // channels), channels), dtype=np.float32)
+                read = 0
+                while True:
+                    block = buffer[: _read_into(f, buffer)]
+                    if not len(block):
+                        break
+                    read += len(block)
+                    if read > max_frames:  # a header that lied, or declared no length
+                        _check_length(read, rate, channels, max_seconds, limits, declared=False)
+                    _check_values(block)
+                    mono = block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
+                    # `buffer` is reused: hand out copies (resampling makes its own).
+                    yield np.array(mono) if stream is None else stream.resample_chunk(mono)
+                if stream is not None:
+                    yield stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        except sf.LibsndfileError as exc:
+            raise InvalidArgument(_not_audio(_REASONS.get(exc.error_string, exc.error_string))) from None
+        except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgument(_not_audio(f"{exc}")) from None
+        if read == 0:
+            raise InvalidArgument("the audio file holds no samples (a header without audio data)")
+        duration = read / rate
+        if duration < limits.min_seconds:
+            raise InvalidArgument(
+                f"the audio is {_seconds(duration)} long ({read} sample{'s' if read != 1 else ''} at {rate} Hz); "
+                f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)"
+            )
+        self.duration = duration
+
+
+def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """The whole upload as one mono signal at `target_rate` (see Decoder)."""
+    decoder = Decoder(data, max_seconds, target_rate, limits)
+    samples = collect(decoder)
+    return Decoded(samples, target_rate, decoder.source_rate, decoder.channels, decoder.duration, decoder.sha256)
+
+
+def collect(decoder: Decoder) -> np.ndarray:
+    """All of `decoder`'s blocks as one signal."""
     out = _Samples()
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            rate, channels = f.samplerate, f.channels
-            _check_format(rate, channels, limits)
-            max_frames = limits.max_samples // channels
-            if max_seconds * rate < max_frames:  # (an infinite limit leaves the sample budget)
-                max_frames = math.floor(max_seconds * rate)
-            if 0 <= f.frames < UNKNOWN_LENGTH:  # a declared length: refuse before decoding anything
-                _check_length(f.frames, rate, channels, max_seconds, limits, declared=True)
-                out.reserve(math.ceil(f.frames * target_rate / rate) + RESAMPLER_SLACK)
-            stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
-            buffer = np.empty((max(1, BLOCK // channels), channels), dtype=np.float32)
-            read = 0
-            while True:
-                block = buffer[: _read_into(f, buffer)]
-                if not len(block):
-                    break
-                read += len(block)
-                if read > max_frames:  # a header that lied, or declared no length
-                    _check_length(read, rate, channels, max_seconds, limits, declared=False)
-                _check_values(block)
-                mono = block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
-                out.append(mono if stream is None else stream.resample_chunk(mono))
-            if stream is not None:
-                out.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    except sf.LibsndfileError as exc:
-        raise InvalidArgument(_not_audio(_REASONS.get(exc.error_string, exc.error_string))) from None
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
-        raise InvalidArgument(_not_audio(f"{exc}")) from None
-    if read == 0:
-        raise InvalidArgument("the audio file holds no samples (a header without audio data)")
-    duration = read / rate
-    if duration < limits.min_seconds:
-        raise InvalidArgument(
-            f"the audio is {_seconds(duration)} long ({read} sample{'s' if read != 1 else ''} at {rate} Hz); "
-            f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)"
-        )
-    return Decoded(out.result(), target_rate, rate, channels, duration, digest)
+    for block in decoder.blocks():
+        if decoder.expected is not None and out.buffer is None and not out.parts:
+            out.reserve(decoder.expected)
+        out.append(block)
+    return out.result()
 
 
 class _Samples:
@@ -247,19 +281,66 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
 def frame(
     samples: np.ndarray, rate: int, window_s: float, hop_s: float, min_s: float
 ) -> tuple[list[np.ndarray], list[float]]:
-    """Slices audio into overlapping windows of `window_s`. Audio shorter
-    than a window stays one window of its own length (zero-padded to
-    `min_s`), so padding never dilutes a short sound. The tail is covered by
-    a last window aligned to the end, so no sound is left out.
+    """Slices audio into overlapping windows of `window_s` (see Framer).
     Returns (windows, offsets in seconds)."""
-    size = round(window_s * rate)
-    if len(samples) <= size:
-        minimum = round(min_s * rate)
-        if len(samples) < minimum:
-            samples = np.pad(samples, (0, minimum - len(samples)))
-        return [samples], [0.0]
-    starts = window_starts(len(samples), rate, window_s, hop_s)
-    return [samples[round(s * rate) : round(s * rate) + size] for s in starts], starts
+    framer = Framer(rate, window_s, hop_s, min_s)
+    out = framer.push(samples) + framer.finish()
+    return [w for _, w in out], [offset for offset, _ in out]
+
+
+class Framer:
+    """Windows of `window_s` every `hop_s`, cut from a signal that arrives in
+    blocks, as soon as each is complete; only about one window of the
+    signal is kept meanwhile. Audio shorter than a window stays one window
+    of its own length (zero-padded to `min_s`), so padding never dilutes a
+    short sound. The tail is covered by a last window aligned to the end,
+    so no sound is left out. The same windows as `window_starts` gives."""
+
+    def __init__(self, rate: int, window_s: float, hop_s: float, min_s: float) -> None:
+        self.rate, self.size, self.hop = rate, round(window_s * rate), round(hop_s * rate)
+        self.minimum = round(min_s * rate)
+        self.kept = np.zeros(0, dtype=np.float32)  # the signal from sample `self.start` on
+        self.start = 0
+        self.pending: list[np.ndarray] = []  # blocks not yet joined onto `kept`
+        self.total = 0  # samples pushed
+        self.next = 0  # start of the next full window
+        self.last = -1  # start of the last window given out
+
+    def push(self, block: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """(offset in seconds, window) for every window `block` completes."""
+        self.pending.append(block)
+        self.total += len(block)
+        if self.next + self.size > self.total:
+            return []
+        self._join()
+        out = []
+        while self.next + self.size <= self.total:
+            i = self.next - self.start
+            out.append((self.next / self.rate, self.kept[i : i + self.size]))
+            self.last, self.next = self.next, self.next + self.hop
+        # Keep what the next window, or a tail window aligned to the end, may need.
+        keep = max(self.start, min(self.next, self.total - self.size))
+        self.kept, self.start = self.kept[keep - self.start :], keep
+        return out
+
+    def finish(self) -> list[tuple[float, np.ndarray]]:
+        """The last window: the whole of a signal shorter than a window, or
+        one aligned to the end when the hops left a tail uncovered."""
+        self._join()
+        if self.total <= self.size and self.last < 0:
+            samples = self.kept
+            if len(samples) < self.minimum:
+                samples = np.pad(samples, (0, self.minimum - len(samples)))
+            return [(0.0, samples)]
+        if self.last + self.size < self.total:
+            i = self.total - self.size - self.start
+            return [((self.total - self.size) / self.rate, self.kept[i : i + self.size])]
+        return []
+
+    def _join(self) -> None:
+        if self.pending:
+            self.kept = np.concatenate([self.kept, *self.pending]).astype(np.float32, copy=False)
+            self.pending = []
 
 
 def window_starts(n_samples: int, rate: int, window_s: float, hop_s: float) -> list[float]:

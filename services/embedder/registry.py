@@ -51,7 +51,9 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
 def _panns_model(name: str, config: EmbedderConfig) -> EmbeddingModel:
     from services.embedder.models.checkpoint import CHECKPOINTS
     from services.embedder.models.cnn14 import CNN14_16K_INFO, CNN14_INFO, PANNS_16K, PANNS_32K, Cnn14Model
+    from services.embedder.threads import configure_torch
 
+    configure_torch(config.torch_threads)
     source = CHECKPOINTS[name]
     if name == "panns-cnn14":  # the mirror overrides are for this checkpoint only
         source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)

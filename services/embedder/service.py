@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -16,6 +17,10 @@ from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
 from services.embedder.models.base import Embeddings, ModelInfo
 from services.embedder.registry import LOADING, READY, Registry
+
+# Groups of windows decoded ahead of the model, per request (memory bound:
+# STREAM_AHEAD x max_batch windows).
+STREAM_AHEAD = 2
 
 
 @dataclasses.dataclass
@@ -98,19 +103,17 @@ class Embedder:
         model = self.registry.get(model_name)
         info = model.info
         window, hop = window_and_hop(info, window, hop)
-        decoded = await asyncio.to_thread(
-            audio.decode, data, self.config.max_audio_seconds, info.sample_rate, self.limits
-        )
+        decoder = audio.Decoder(data, self.config.max_audio_seconds, info.sample_rate, self.limits)
         embed_signal = getattr(model, "embed_signal", None)
-        if embed_signal is not None:
-            vectors, offsets = await asyncio.to_thread(embed_signal, decoded.samples, window, hop, query)
+        if embed_signal is not None:  # the model sees the whole recording at once
+            samples = await asyncio.to_thread(audio.collect, decoder)
+            vectors, offsets = await asyncio.to_thread(embed_signal, samples, window, hop, query)
             embeddings = Embeddings(vectors)
         else:
-            windows, offsets = audio.frame(decoded.samples, info.sample_rate, window, hop, info.min_seconds)
-            embeddings = await self.batchers[info.name].embed(windows)
+            embeddings, offsets = await self._embed_streaming(decoder, info, window, hop)
+        duration = decoder.duration
         result = [
-            Window(i, offset, min(window, decoded.duration - offset), embeddings.vectors[i])
-            for i, offset in enumerate(offsets)
+            Window(i, offset, min(window, duration - offset), embeddings.vectors[i]) for i, offset in enumerate(offsets)
         ]
         tags: list[tuple[str, float]] = []
         if top_tags > 0 and embeddings.tag_scores is not None:
@@ -119,8 +122,61 @@ class Embedder:
             best = np.argsort(-clip)[:top_tags]
             tags = [(labels[i], float(clip[i])) for i in best]
         return EmbedResult(
-            info, window, hop, decoded.duration, decoded.source_rate, decoded.channels, decoded.sha256, result, tags
+            info, window, hop, duration, decoder.source_rate, decoder.channels, decoder.sha256, result, tags
         )
+
+    async def _embed_streaming(
+        self, decoder: audio.Decoder, info: ModelInfo, window: float, hop: float
+    ) -> tuple[Embeddings, list[float]]:
+        """Windows go to the model while the rest of the upload is still being
+        decoded (on a thread), and the whole signal is never held: an hour at
+        32 kHz would be 460 MB of floats. Up to `STREAM_AHEAD` groups of
+        `max_batch` windows wait decoded for the model."""
+        loop = asyncio.get_running_loop()
+        groups: asyncio.Queue[list[tuple[float, np.ndarray]] | BaseException | None] = asyncio.Queue()
+        room = threading.Semaphore(STREAM_AHEAD)
+        stop = threading.Event()
+
+        def hand_over(item: list[tuple[float, np.ndarray]] | BaseException | None) -> bool:
+            while not room.acquire(timeout=0.1):  # backpressure: the model is behind
+                if stop.is_set():
+                    return False
+            loop.call_soon_threadsafe(groups.put_nowait, item)
+            return not stop.is_set()
+
+        def produce() -> None:
+            try:
+                framer = audio.Framer(info.sample_rate, window, hop, info.min_seconds)
+                group: list[tuple[float, np.ndarray]] = []
+                for block in decoder.blocks():
+                    # Copies, not views into the framer's buffers: a view would keep its whole buffer alive.
+                    group += [(offset, np.array(w)) for offset, w in framer.push(block)]
+                    while len(group) >= self.config.max_batch:
+                        if not hand_over(group[: self.config.max_batch]):
+                            return
+                        group = group[self.config.max_batch :]
+                hand_over(group + framer.finish())
+                hand_over(None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the event loop
+                hand_over(exc)
+
+        producer = asyncio.ensure_future(asyncio.to_thread(produce))
+        parts: list[Embeddings] = []
+        offsets: list[float] = []
+        try:
+            while (item := await groups.get()) is not None:
+                room.release()
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    parts.append(await self.batchers[info.name].embed([w for _, w in item]))
+                    offsets += [offset for offset, _ in item]
+        finally:
+            stop.set()  # a failed or cancelled request: the decoder thread stops at its next hand-over
+            await asyncio.shield(producer)
+        vectors = np.concatenate([p.vectors for p in parts])
+        tags = None if parts[0].tag_scores is None else np.concatenate([p.tag_scores for p in parts])
+        return Embeddings(vectors, tags), offsets
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
