@@ -298,7 +298,7 @@ def bench_search(samples: Path, work: Path, checkpoint: Path) -> dict[str, dict]
     data_dir = work / "local"
     qs = queries(audio_files(samples))
     figures: dict[str, dict] = {}
-    for size, rounds in ((10_000, 5), (100_000, 3)):
+    for size, rounds in ((10_000, 5), (100_000, 5)):
         inproc, inproc_rankings, windows = isolated(local_search, data_dir, checkpoint, samples, size, rounds)
         stack = start_stack(data_dir, stack_env(checkpoint, AUDIOSEARCH_REPAIR_ON_START="false"))
         try:

@@ -91,7 +91,9 @@ def test_windows_cut_from_blocks_equal_windows_cut_from_the_whole(seconds: float
     if len(signal) <= size:
         expected = [(0.0, np.pad(signal, (0, max(0, rate - len(signal)))))]
     else:
-        expected = [(s, signal[round(s * rate) : round(s * rate) + size]) for s in window_starts(len(signal), rate, window, hop)]
+        expected = [
+            (s, signal[round(s * rate) : round(s * rate) + size]) for s in window_starts(len(signal), rate, window, hop)
+        ]
     cuts = np.sort(np.random.default_rng(1).choice(len(signal), size=min(12, len(signal)), replace=False))
     framer = Framer(rate, window, hop, 1.0)
     got = []

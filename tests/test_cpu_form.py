@@ -119,3 +119,19 @@ def test_torch_threads_follow_the_cpus_this_process_may_use(tmp_path) -> None:  
         assert configure_torch(0) == usable_cpus()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+@pytest.mark.parametrize("shape", [(1, 1024, 1, 2), (2, 1024, 4, 2), (3, 1024, 31, 2)])
+def test_the_wide_convolution_gives_the_same_result_on_either_path(shape: tuple[int, int, int, int]) -> None:
+    """Small inputs take the unfold-and-multiply path, larger ones oneDNN's."""
+    from services.embedder.models.panns_frontend import _SmallInputConv
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(1024, 64, 3, padding=1).eval()
+    x = torch.randn(*shape)
+    wide = _SmallInputConv(conv, torch.float32)
+    assert (shape[0] * shape[2] * shape[3] <= wide.SMALL) == (shape != (3, 1024, 31, 2))
+    with torch.inference_mode():
+        got = wide(x.to_mkldnn()).to_dense()
+        torch.testing.assert_close(got, conv(x), rtol=1e-4, atol=1e-4)

@@ -221,3 +221,44 @@ async def _admitted(stub, data: bytes) -> grpc.StatusCode:  # type: ignore[no-un
         assert "busy" in (exc.details() or "")
         return exc.code()
     return grpc.StatusCode.OK
+
+
+async def test_streamed_windows_equal_windows_of_the_whole_signal() -> None:
+    """A long upload is framed and embedded while it decodes; the windows,
+    offsets and vectors are those of decoding it whole and framing that."""
+    from services.embedder import audio
+    from services.embedder.registry import Registry
+    from services.embedder.service import Embedder
+
+    config = cfg.load(EmbedderConfig, environ={}, models=("spectral-v1",), max_batch=3)
+    registry = Registry([SpectralModel()])
+    await registry.load_all()
+    embedder = Embedder(registry, config)
+    try:
+        data = encode(sound(4, seconds=47.3, rate=44100), rate=44100, fmt="FLAC", channels=2)
+        result = await embedder.embed(data, "spectral-v1", window=2.0, hop=0.5)
+        decoded = audio.decode(data, 3600, 16000)
+        windows, offsets = audio.frame(decoded.samples, 16000, 2.0, 0.5, 2.0)
+        expected = registry.slots["spectral-v1"].model.embed(np.stack(windows)).vectors
+        assert [w.offset for w in result.windows] == offsets
+        np.testing.assert_allclose(np.stack([w.vector for w in result.windows]), expected, rtol=1e-5, atol=1e-6)
+        assert result.duration == pytest.approx(47.3) and result.sha256 == decoded.sha256
+
+        # Bad samples half-way (NaN, in a float WAV): found while windows are
+        # already with the model; the request fails with the decoder's error.
+        import io
+
+        import soundfile as sf
+
+        from services.common.errors import InvalidArgument
+
+        bad = sound(5, seconds=40.0, rate=16000)
+        bad[16000 * 30] = np.nan
+        buffer = io.BytesIO()
+        sf.write(buffer, bad, 16000, format="WAV", subtype="FLOAT")
+        with pytest.raises(InvalidArgument, match="NaN"):
+            await embedder.embed(buffer.getvalue(), "spectral-v1", window=2.0, hop=0.5)
+        result = await embedder.embed(encode(sound(6, seconds=3.0)), "spectral-v1")  # and it keeps serving
+        assert result.windows
+    finally:
+        await embedder.close()
