@@ -30,6 +30,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     CACHE,
     cnn14_checkpoint,
+    cpu_seconds,
     descendants,
     figure,
     merge_results,
@@ -106,17 +108,31 @@ async def index_in_process(local: LocalStack, files: list[Path]) -> float:
     return seconds
 
 
-def index_through_services(work: Path, env: dict[str, str], files_dir: Path, n_files: int, jobs: int) -> float:
+def index_through_services(
+    work: Path, env: dict[str, str], files_dir: Path, n_files: int, jobs: int
+) -> tuple[float, dict[str, float]]:
+    """Seconds to index, and the CPU seconds each process spent on it."""
     stack = start_stack(work, env)
     try:
+
+        def cpu() -> dict[str, float]:
+            return {
+                name: sum(cpu_seconds(pid) for pid in [p.pid, *descendants(p.pid)])
+                for name, p in stack.processes.items()
+            }
+
         gateway = {"AUDIOSEARCH_GATEWAY": stack.addresses["gateway"]}
+        before, cli_before = cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         doc = cli(gateway, "index", str(files_dir), "--library", LIBRARY, "--model", MODEL, "--jobs", str(jobs))
         seconds = time.perf_counter() - start
+        after, cli_after = cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         stack.stop()
     assert doc["added"] == n_files and not doc["failed"], doc
-    return seconds
+    spent = {name: after[name] - before[name] for name in after}
+    spent["cli"] = cli_after.ru_utime + cli_after.ru_stime - cli_before.ru_utime - cli_before.ru_stime
+    return seconds, spent
 
 
 def isolated(fn: Callable[..., T], *args: object) -> T:
@@ -153,10 +169,16 @@ def bench_indexing(samples: Path, work: Path, checkpoint: Path) -> dict[str, dic
     print(f"our code in-process, sequential: {same_code:.2f} files/s", flush=True)
     figures = {}
     for jobs in (4, 8):
-        seconds = index_through_services(work / f"services-{jobs}", stack_env(checkpoint), samples, len(files), jobs)
+        seconds, spent = index_through_services(
+            work / f"services-{jobs}", stack_env(checkpoint), samples, len(files), jobs
+        )
         rate = len(files) / seconds
-        print(f"services, --jobs {jobs}: {rate:.2f} files/s", flush=True)
-        what = f"{len(files)} files ({samples.name}) via `audiosearch index --jobs {jobs}` against `audiosearch serve`"
+        per_file = ", ".join(f"{name} {1000 * cpu / len(files):.0f}" for name, cpu in spent.items())
+        print(f"services, --jobs {jobs}: {rate:.2f} files/s; CPU ms per file: {per_file}", flush=True)
+        what = (
+            f"{len(files)} files ({samples.name}) via `audiosearch index --jobs {jobs}` against `audiosearch serve`; "
+            f"CPU ms per file: {per_file}"
+        )
         figures[f"indexing_files_per_second_jobs_{jobs}"] = figure(
             rate,
             script,

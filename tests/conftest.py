@@ -4,6 +4,8 @@ port 0, over a temporary data dir (Milvus Lite + SQLite)."""
 from __future__ import annotations
 
 import dataclasses
+import http.server
+import threading
 from pathlib import Path
 
 import grpc
@@ -80,3 +82,23 @@ async def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     s = await start_stack(tmp_path)
     yield s
     await stop_stack(s)
+
+
+@pytest.fixture
+def file_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A static HTTP server on loopback over a temporary folder: (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()

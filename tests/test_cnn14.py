@@ -5,11 +5,9 @@ format ({'model': state_dict})."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import importlib
 import os
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -120,25 +118,6 @@ def test_cuda_device_is_not_silently_ignored() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelUnavailable, match="CUDA"):
             resolve_device("cuda:1")
-
-
-@pytest.fixture
-def file_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_download_checks_md5_and_never_clobbers(file_server, tmp_path: Path, checkpoint: Path) -> None:  # type: ignore[no-untyped-def]
