@@ -262,3 +262,10 @@ async def test_streamed_windows_equal_windows_of_the_whole_signal() -> None:
         assert result.windows
     finally:
         await embedder.close()
+    # A batch size below 1 means 1, not a request that never ends.
+    unbatched = Embedder(registry, cfg.load(EmbedderConfig, environ={}, models=("spectral-v1",), max_batch=0))
+    try:
+        result = await asyncio.wait_for(unbatched.embed(encode(sound(6, seconds=3.0)), "spectral-v1"), 30)
+        assert len(result.windows) == 3  # 2 s windows every 0.5 s over 3 s
+    finally:
+        await unbatched.close()

@@ -152,8 +152,9 @@ def collect(decoder: Decoder) -> np.ndarray:
     """All of `decoder`'s blocks as one signal."""
     out = _Samples()
     for block in decoder.blocks():
-        if decoder.expected is not None and out.buffer is None and not out.parts:
+        if decoder.expected is not None and out.buffer is None and not out.parts and out.size == 0:
             out.reserve(decoder.expected)
+            decoder.expected = None  # once
         out.append(block)
     return out.result()
 
@@ -170,7 +171,13 @@ class _Samples:
         self.parts: list[np.ndarray] = []
 
     def reserve(self, samples: int) -> None:
-        self.buffer = np.empty(samples, dtype=np.float32)
+        # Address space only until written; a header declaring far more than
+        # the file holds costs no memory, and one that cannot be reserved at
+        # all (a huge declared length under strict overcommit) is gathered in blocks.
+        try:
+            self.buffer = np.empty(samples, dtype=np.float32)
+        except MemoryError:
+            self.buffer = None
 
     def append(self, block: np.ndarray) -> None:
         if self.buffer is not None and self.size + len(block) > len(self.buffer):

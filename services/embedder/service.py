@@ -103,7 +103,10 @@ class Embedder:
         model = self.registry.get(model_name)
         info = model.info
         window, hop = window_and_hop(info, window, hop)
-        decoder = audio.Decoder(data, self.config.max_audio_seconds, info.sample_rate, self.limits)
+        # On a thread: its sha256 of a 512 MB upload would stall the event loop for a third of a second.
+        decoder = await asyncio.to_thread(
+            audio.Decoder, data, self.config.max_audio_seconds, info.sample_rate, self.limits
+        )
         embed_signal = getattr(model, "embed_signal", None)
         if embed_signal is not None:  # the model sees the whole recording at once
             samples = await asyncio.to_thread(audio.collect, decoder)
@@ -148,13 +151,15 @@ class Embedder:
             try:
                 framer = audio.Framer(info.sample_rate, window, hop, info.min_seconds)
                 group: list[tuple[float, np.ndarray]] = []
+                batch = max(1, self.config.max_batch)
                 for block in decoder.blocks():
-                    # Copies, not views into the framer's buffers: a view would keep its whole buffer alive.
-                    group += [(offset, np.array(w)) for offset, w in framer.push(block)]
-                    while len(group) >= self.config.max_batch:
-                        if not hand_over(group[: self.config.max_batch]):
+                    # Views into the framer's buffers (about a window and a block each), not
+                    # copies: with a short hop one block completes hundreds of windows.
+                    group += framer.push(block)
+                    while len(group) >= batch:
+                        if not hand_over(group[:batch]):
                             return
-                        group = group[self.config.max_batch :]
+                        group = group[batch:]
                 hand_over(group + framer.finish())
                 hand_over(None)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the event loop

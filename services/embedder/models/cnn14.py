@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -296,16 +297,19 @@ class _Staging:
         return staged.to(device, non_blocking=True)
 
 
-_staging: dict[torch.device, _Staging] = {}
+# One staging buffer per device and thread: each model has its own batcher
+# thread, and a buffer must not be refilled while its copy may still run.
+_staging = threading.local()
 
 
 @torch.inference_mode()
 def run(net: nn.Module, windows: np.ndarray, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings, tags) on the CPU, as fp32, for a batch of windows. One
-    caller at a time per device (the embedder's batcher has one model thread)."""
+    caller at a time per network (each model's batcher has one thread)."""
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if device.type == "cuda":
-        batch = _staging.setdefault(device, _Staging()).to_device(windows, device)
+        buffers = _staging.__dict__.setdefault("by_device", {})
+        batch = buffers.setdefault(device, _Staging()).to_device(windows, device)
     else:
         batch = torch.from_numpy(windows)
     dtype = PRECISIONS[precision]
