@@ -151,10 +151,9 @@ def decode(data: bytes, max_seconds: float, target_rate: int, limits: Limits = D
 def collect(decoder: Decoder) -> np.ndarray:
     """All of `decoder`'s blocks as one signal."""
     out = _Samples()
-    for block in decoder.blocks():
-        if decoder.expected is not None and out.buffer is None and not out.parts and out.size == 0:
+    for i, block in enumerate(decoder.blocks()):
+        if i == 0 and decoder.expected is not None:  # known once the header is read
             out.reserve(decoder.expected)
-            decoder.expected = None  # once
         out.append(block)
     return out.result()
 

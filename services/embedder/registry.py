@@ -32,6 +32,10 @@ class Slot:
 def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
     """The models named in config; imports torch only when a PANNs model is wanted."""
     models: list[EmbeddingModel] = []
+    if any(name in PANNS_MODELS for name in config.models):
+        from services.embedder.threads import configure_torch
+
+        configure_torch(config.torch_threads)  # process-wide, so once
     for name in config.models:
         if name == "fingerprint-v1":
             from services.embedder.models.fingerprint import FingerprintModel
@@ -51,9 +55,7 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
 def _panns_model(name: str, config: EmbedderConfig) -> EmbeddingModel:
     from services.embedder.models.checkpoint import CHECKPOINTS
     from services.embedder.models.cnn14 import CNN14_16K_INFO, CNN14_INFO, PANNS_16K, PANNS_32K, Cnn14Model
-    from services.embedder.threads import configure_torch
 
-    configure_torch(config.torch_threads)
     source = CHECKPOINTS[name]
     if name == "panns-cnn14":  # the mirror overrides are for this checkpoint only
         source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)

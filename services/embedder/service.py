@@ -109,8 +109,7 @@ class Embedder:
         )
         embed_signal = getattr(model, "embed_signal", None)
         if embed_signal is not None:  # the model sees the whole recording at once
-            samples = await asyncio.to_thread(audio.collect, decoder)
-            vectors, offsets = await asyncio.to_thread(embed_signal, samples, window, hop, query)
+            vectors, offsets = await asyncio.to_thread(lambda: embed_signal(audio.collect(decoder), window, hop, query))
             embeddings = Embeddings(vectors)
         else:
             embeddings, offsets = await self._embed_streaming(decoder, info, window, hop)

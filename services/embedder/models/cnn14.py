@@ -27,30 +27,12 @@ from torch import nn
 from services.embedder.models.base import Embeddings, ModelInfo, ModelUnavailable, l2_normalise
 from services.embedder.models.checkpoint import CHECKPOINTS, Checkpoint, ensure_checkpoint
 from services.embedder.models.folding import folded
-
-# Re-exported: the front end lived here before other PANNs networks shared it.
-from services.embedder.models.panns_frontend import (  # noqa: F401
-    PANNS_16K,
-    PANNS_32K,
-    FrontEnd,
-    PannsNet,
-    _LogMel,
-    _Spectrogram,
-    _Stft,
-    clip_pool,
-)
+from services.embedder.models.panns_frontend import PANNS_16K, PANNS_32K, FrontEnd, PannsNet, clip_pool
 
 log = logging.getLogger(__name__)
 
 LABELS_FILE = Path(__file__).with_name("audioset_labels.csv")
-SAMPLE_RATE, WINDOW, HOP, MELS, FMIN, FMAX = (
-    PANNS_32K.sample_rate,
-    PANNS_32K.n_fft,
-    PANNS_32K.hop,
-    PANNS_32K.mels,
-    PANNS_32K.fmin,
-    PANNS_32K.fmax,
-)
+SAMPLE_RATE = PANNS_32K.sample_rate
 CLASSES = 527
 
 
@@ -129,7 +111,7 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """'auto': bf16 autocast on CUDA and on CPUs with native bf16 (cosine to
-    fp32 >= 0.9999 on real audio; 1.9x the fp32 throughput on this 2-core
+    fp32 0.999998 on real audio; 2.0x the fp32 throughput on this 2-core
     AVX512-BF16 machine, measured by `make bench`), else fp32, since
     emulated bf16 is slower than fp32."""
     if name == "auto":
@@ -262,15 +244,14 @@ class Cnn14Model(PannsModel):
 
 
 def accelerate(net: PannsNet, device: torch.device, compiled: bool = False, precision: str = "fp32") -> nn.Module:
-    """Inference form of the network on `device`: eval mode, channels-last
-    memory (what cuDNN's tensor-core convolutions want, and 24% faster with
-    oneDNN on a 2-core CPU at batch 8), and optionally compiled with
-    torch.compile (one graph for every batch size; on an H100 it raised
-    throughput 1.5x, measured by `make bench-gpu`; on the CPU it gained 6%
-    for a minute of compiling, so "auto" leaves it off there). On the CPU
-    the batch norms are folded and the convolutions cast to `precision`
-    once (`PannsNet.cpu_form`); on CUDA autocast does the casting, as
-    measured on the H100."""
+    """Inference form of the network on `device`: eval mode, and optionally
+    compiled with torch.compile (one graph for every batch size; on an H100
+    it raised throughput 1.5x, measured by `make bench-gpu`; on the CPU it
+    gained 6% for a minute of compiling, so "auto" leaves it off there). On
+    the CPU the network takes its CPU form (`PannsNet.cpu_form`: folded,
+    cast and prepacked once). On CUDA it runs as loaded, channels-last (what
+    cuDNN's tensor-core convolutions want), under autocast, as measured on
+    the H100."""
     net = net.to(device).eval()
     if device.type == "cpu":
         net.cpu_form(PRECISIONS[precision] or torch.float32, prepack=not compiled)
@@ -302,14 +283,19 @@ class _Staging:
 _staging = threading.local()
 
 
+def _staging_buffer(device: torch.device) -> _Staging:
+    if not hasattr(_staging, "by_device"):
+        _staging.by_device = {}
+    return _staging.by_device.setdefault(device, _Staging())
+
+
 @torch.inference_mode()
 def run(net: nn.Module, windows: np.ndarray, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings, tags) on the CPU, as fp32, for a batch of windows. One
     caller at a time per network (each model's batcher has one thread)."""
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if device.type == "cuda":
-        buffers = _staging.__dict__.setdefault("by_device", {})
-        batch = buffers.setdefault(device, _Staging()).to_device(windows, device)
+        batch = _staging_buffer(device).to_device(windows, device)
     else:
         batch = torch.from_numpy(windows)
     dtype = PRECISIONS[precision]

@@ -3,11 +3,11 @@
 At inference a batch norm is a fixed affine map per channel, so
 `bn(conv(x))` equals one convolution with scaled weights and a bias. The
 fold is done once, in fp32, and only then are the weights cast to the
-compute dtype. This saves the norm's pass over every activation and, for
-bf16, the per-call weight cast that autocast makes (its cast cache lives
-only as long as one autocast context): on a 2-core CPU that cast cost about
-100 ms per model call whatever the clip length, more than the whole network
-takes for a 1 s clip."""
+compute dtype: this saves the norm's pass over every activation and, for
+bf16, the weight cast that autocast makes on every call (its cast cache
+lives only as long as one autocast context). For one 0.5 s clip through
+Cnn14 in bf16 on this 2-core CPU, folding and casting once took a call from
+119 ms (autocast) to 93 ms."""
 
 from __future__ import annotations
 
