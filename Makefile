@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint lint test demo samples eval bench bench-gpu serve clean
+.PHONY: all venv proto proto-check buf-lint lint k8s-validate k8s-check test demo samples eval bench bench-gpu serve clean
 
 all: venv
 
@@ -43,6 +43,7 @@ buf-lint: $(BUF)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check services tests scripts eval bench
+	$(VENV)/bin/ruff format --check services tests scripts eval bench
 
 # Real audio for the demo and benchmarks: CC0 samples from Debian's sonic-pi-samples.
 $(SAMPLES)/.fetched:
@@ -51,7 +52,16 @@ $(SAMPLES)/.fetched:
 
 samples: $(SAMPLES)/.fetched
 
-test: $(VENV)/.installed proto-check buf-lint lint
+# Kubernetes manifests, offline: every file and every rendered overlay
+# (kubectl kustomize) validated strictly against the Kubernetes schemas.
+k8s-validate: $(VENV)/.installed
+	$(PY) scripts/k8s_check.py --require-render
+
+# The above, plus the security, network, probe and image assertions.
+k8s-check: k8s-validate
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_k8s.py tests/test_dockerfiles.py
+
+test: $(VENV)/.installed proto-check buf-lint lint k8s-validate
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Retrieval quality on real recordings (see eval/run.py); about 10 minutes here.

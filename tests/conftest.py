@@ -37,16 +37,21 @@ class Stack:
 
 
 async def start_stack(
-    tmp_path: Path, embedder_overrides: dict[str, object] | None = None, **gateway_overrides: object
+    tmp_path: Path,
+    embedder_overrides: dict[str, object] | None = None,
+    base_overrides: dict[str, object] | None = None,
+    search_overrides: dict[str, object] | None = None,
+    **gateway_overrides: object,
 ) -> Stack:
+    """`base_overrides` go to every service (metrics_listen, say)."""
     data = tmp_path / "data"
     roots = tmp_path / "allowed"
     roots.mkdir()
-    base = {"data_dir": data, "listen": "127.0.0.1:0", "shutdown_grace_seconds": 1.0}
+    base = {"data_dir": data, "listen": "127.0.0.1:0", "shutdown_grace_seconds": 1.0, **(base_overrides or {})}
     servers: dict[str, server.RunningServer] = {}
     catalog_config = cfg.load(CatalogConfig, environ={}, **base)
     servers["catalog"] = await server.start(await catalog_main.build(catalog_config), catalog_config)
-    search_config = cfg.load(SearchConfig, environ={}, **base)
+    search_config = cfg.load(SearchConfig, environ={}, **base, **(search_overrides or {}))
     servers["search"] = await server.start(await search_main.build(search_config), search_config)
     embedder_settings = {
         "cnn14_checkpoint": tmp_path / "no-weights" / "Cnn14.pth",

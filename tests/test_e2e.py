@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.cli.supervisor import wait_serving
+from tests.metrics_page import scrape, total
 from tests.sounds import encode, excerpt, sound
 
 
@@ -43,7 +44,7 @@ def free_port_block(n: int = 4) -> int:
 
 @pytest.fixture
 def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
-    port = free_port_block()
+    port, metrics_port = free_port_block(), free_port_block()
     env = {
         **os.environ,
         "AUDIOSEARCH_CNN14_DOWNLOAD": "false",
@@ -63,6 +64,8 @@ def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
                 str(tmp_path / "data"),
                 "--port",
                 str(port),
+                "--metrics-port",
+                str(metrics_port),
             ],
             env=env,
         )
@@ -70,7 +73,7 @@ def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
         wait_serving(f"127.0.0.1:{port}", 120, process)
         return process
 
-    yield start, env, port
+    yield start, env, port, metrics_port
     for process in processes:
         if process.poll() is None:
             process.kill()
@@ -100,8 +103,42 @@ def check_health_and_reflection(port: int) -> None:
             assert f"audiosearch.{name}.v1.{name.capitalize()}Service" in services
 
 
+def check_metrics(base: int, indexed: int) -> None:
+    """Each process's /metrics has the RPC series and its own."""
+    pages = {name: scrape(base + offset) for offset, name in enumerate(["gateway", "embedder", "search", "catalog"])}
+    for name, page in pages.items():
+        service = f"audiosearch.{name}.v1.{name.capitalize()}Service"
+        handled = page["grpc_server_handled_total"]
+        assert total(handled, grpc_service=service) > 0, name
+        assert "grpc_server_handling_seconds_bucket" in page and "process_resident_memory_bytes" in page
+    gateway = pages["gateway"]["grpc_server_handled_total"]
+    assert total(gateway, grpc_method="SearchAudio", grpc_code="OK") >= 3
+    assert total(gateway, grpc_method="SearchAudio", grpc_code="NOT_FOUND") == 0  # not asked yet
+    embedder = pages["embedder"]
+    # fingerprint-v1 sees whole recordings, unbatched: the batched models' series are there, at zero.
+    assert {labels["model"] for labels, _ in embedder["audiosearch_embedder_batch_size_count"]} >= {"spectral-v1"}
+    assert total(embedder["audiosearch_embedder_queue_depth"], model="spectral-v1") == 0
+    assert total(embedder["audiosearch_embedder_model_load_seconds"], model="fingerprint-v1") > 0
+    assert total(pages["search"]["audiosearch_search_items"], library="e2e") == indexed
+    assert total(pages["search"]["audiosearch_search_vectors"], library="e2e") > indexed
+    catalog = pages["catalog"]["audiosearch_catalog_items"]
+    assert total(catalog, library="e2e", state="ready") == indexed
+    assert total(catalog, library="e2e", state="pending") == 0
+
+
+def check_json_logs(folder: Path) -> None:
+    """Every log line is a JSON object naming its service (the READY line
+    is the supervisor's handshake on stdout, which shares the file)."""
+    for name in ("gateway", "embedder", "search", "catalog"):
+        lines = [line for line in (folder / f"{name}.log").read_text().splitlines() if line and line[:6] != "READY "]
+        assert lines, name
+        for line in lines:
+            doc = json.loads(line)
+            assert doc["service"] == name and {"time", "level", "logger", "message"} <= set(doc)
+
+
 def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    start, env, port = serve
+    start, env, port, metrics_port = serve
     process = start()
     check_health_and_reflection(port)
 
@@ -147,6 +184,9 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     code, stats = cli(env, "stats")
     (lib,) = stats["libraries"]
     assert (int(lib["items"]), int(lib["indexed_items"])) == (5, 5) and int(lib["vectors"]) < vectors
+
+    check_metrics(metrics_port, indexed=5)
+    check_json_logs(tmp_path / "data" / "logs")
 
     # Bad input: a clear error, and the stack keeps serving.
     broken = tmp_path / "broken.wav"

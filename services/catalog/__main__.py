@@ -10,6 +10,7 @@ from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
 
 from services.catalog.config import CatalogConfig
 from services.catalog.database import make_engine, migrate
+from services.catalog.metrics import observe
 from services.catalog.repository import Catalog
 from services.catalog.servicer import SERVICE_NAME, CatalogServicer
 from services.common import config as cfg
@@ -22,6 +23,7 @@ def database_url(config: CatalogConfig) -> str:
 
 async def build(config: CatalogConfig) -> server.ServiceSpec:
     engine = make_engine(database_url(config))
+    catalog = Catalog(engine)
 
     async def startup() -> None:
         await asyncio.to_thread(migrate, engine)
@@ -31,9 +33,10 @@ async def build(config: CatalogConfig) -> server.ServiceSpec:
 
     return server.ServiceSpec(
         service_names=[SERVICE_NAME],
-        register=lambda s: pb_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(Catalog(engine)), s),
+        register=lambda s: pb_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), s),
         startup=startup,
         shutdown=shutdown,
+        observe=lambda metrics: observe(catalog, metrics),
     )
 
 
@@ -42,7 +45,7 @@ def main() -> None:
     if sys.argv[1:] == ["migrate"]:
         migrate(make_engine(database_url(config)))
         return
-    server.run(lambda: build(config), config)
+    server.run("catalog", lambda: build(config), config)
 
 
 if __name__ == "__main__":

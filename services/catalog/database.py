@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -38,9 +41,53 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# Several catalog replicas may start at once (a Kubernetes rollout): the
+# first to take this lock migrates, the others then find the schema current.
+LOCK_NAME = "audiosearch_catalog_migrations"
+LOCK_KEY = 0x61756469  # PostgreSQL advisory locks are keyed by a number ("audi")
+LOCK_WAIT_SECONDS = 300
+
+
+@contextlib.contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite's lock: a file beside the database (alembic's migration
+    context is process-global, so even threads must take turns)."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrades the schema to `revision`; a no-op when already there."""
+    if engine.url.get_backend_name() == "sqlite":
+        with _file_lock(engine):
+            _migrate(engine, revision)
+    else:
+        _migrate(engine, revision)
+
+
+def _migrate(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
+    backend = engine.url.get_backend_name()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        if backend == "postgresql":  # released when this transaction ends
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        elif backend in ("mysql", "mariadb"):  # held by this connection until released
+            got = connection.execute(
+                text("SELECT GET_LOCK(:name, :wait)"), {"name": LOCK_NAME, "wait": LOCK_WAIT_SECONDS}
+            ).scalar()
+            if got != 1:
+                raise RuntimeError(f"another catalog held the migration lock for {LOCK_WAIT_SECONDS} s")
+        try:
+            command.upgrade(config, revision)
+        finally:
+            if backend in ("mysql", "mariadb"):
+                connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})

@@ -260,12 +260,13 @@ def cmd_repair(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
     from services.cli.supervisor import Stack
 
-    stack = Stack(Path(args.data_dir), args.host, args.port)
+    stack = Stack(Path(args.data_dir), args.host, args.port, metrics_port=args.metrics_port)
     stack.start()
+    metrics = ", ".join(f"{name} http://{address}/metrics" for name, address in stack.metrics_addresses.items())
     print(
         f"audiosearch serving on {stack.addresses['gateway']} "
-        f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}); "
-        "Ctrl-C stops",
+        f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
+        f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -318,6 +319,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", default="data", help="where Milvus Lite, SQLite and logs live (default ./data)")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=50051, help="gateway port; the others use the next three")
+    c.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="the gateway's /metrics port, the others' the next three (default: --port + 100; 0: none)",
+    )
     c = command("index", cmd_index, "add audio files or folders (recursive) to a library")
     c.add_argument("paths", nargs="+")
     c.add_argument("--library", default="default")

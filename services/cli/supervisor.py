@@ -49,10 +49,21 @@ def wait_serving(
 
 class Stack:
     def __init__(
-        self, data_dir: Path, host: str = "127.0.0.1", port: int = 50051, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        env: dict[str, str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
+        """Services on `port` and the next three; their /metrics on
+        `metrics_port` and the next three (default port + 100; 0: none)."""
         self.data_dir = data_dir.resolve()
         self.addresses = {name: f"{host}:{port + OFFSETS[name]}" for name in SERVICES}
+        metrics = port + 100 if metrics_port is None else metrics_port
+        self.metrics_addresses = (
+            {name: f"{host}:{metrics + offset}" for name, offset in OFFSETS.items()} if metrics else {}
+        )
         self.env = {**os.environ, **(env or {})}
         # The services' own TLS settings: the health polls present the same
         # certificate and trust the same CA.
@@ -74,6 +85,7 @@ class Stack:
             "AUDIOSEARCH_EMBEDDER_ADDR": self.addresses["embedder"],
             "AUDIOSEARCH_SEARCH_ADDR": self.addresses["search"],
             "AUDIOSEARCH_CATALOG_ADDR": self.addresses["catalog"],
+            "AUDIOSEARCH_METRICS_LISTEN": self.metrics_addresses.get(name, ""),
         }
         with (logs / f"{name}.log").open("ab") as log_file:
             self.processes[name] = subprocess.Popen(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from services.common import tracing
 from services.common.config import ConfigError, TlsConfig
 
 _RETRY = json.dumps(
@@ -38,6 +39,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _RETRY),
+        # Calls spread over every address the name resolves to (a headless
+        # Kubernetes Service: all replicas), not just the first.
+        ("grpc.lb_policy_name", "round_robin"),
     ]
 
 
@@ -66,11 +70,13 @@ def _secure(
 def open_channel(
     address: str, max_message_bytes: int = 64 * 1024 * 1024, tls: TlsConfig | None = None
 ) -> grpc.aio.Channel:
-    """An asyncio channel (services calling services)."""
+    """An asyncio channel (services calling services); its calls carry the
+    trace context when tracing is on."""
     credentials, options = _secure(channel_options(max_message_bytes), tls)
+    interceptors = tracing.client_interceptors(address)
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 class _CallDetails(

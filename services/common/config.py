@@ -120,3 +120,27 @@ class ServerConfig(TlsConfig):
     max_concurrent_rpcs: int = 256
     # Seconds in-flight RPCs get to finish after SIGTERM.
     shutdown_grace_seconds: float = 10.0
+    # Clients are asked to reconnect after this long (0: never), so that
+    # they re-resolve the name and spread onto replicas added since.
+    max_connection_age_seconds: float = 300.0
+    # Prometheus metrics over HTTP at /metrics on this host:port (empty: not
+    # served; they are still counted). `audiosearch serve` sets it.
+    metrics_listen: str = ""
+    # "json" (one object a line, with the trace id) or "text".
+    log_format: str = "json"
+    # OpenTelemetry traces: "off", "otlp" (to `otlp_endpoint`, gRPC) or
+    # "console" (printed, for debugging).
+    tracing: str = "off"
+    otlp_endpoint: str = "http://localhost:4317"
+    # Fraction of traces started here that are kept; a caller's decision,
+    # carried in the traceparent header, is followed.
+    trace_sample_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"{env_name('log_format')}={self.log_format!r}: use json or text")
+        if self.tracing not in ("off", "otlp", "console"):
+            raise ConfigError(f"{env_name('tracing')}={self.tracing!r}: use off, otlp or console")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ConfigError(f"{env_name('trace_sample_ratio')}={self.trace_sample_ratio}: use a number from 0 to 1")

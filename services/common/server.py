@@ -15,8 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common import logs, tracing
 from services.common.channels import is_loopback
 from services.common.config import ServerConfig
+from services.common.metrics import Metrics
+from services.common.observe import ObservingInterceptor
 from services.common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ class ServiceSpec:
     # Interceptors inside the error mapping (the gateway's authentication):
     # a domain exception they raise becomes its status like any other.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    # Adds the service's own series (batch sizes, store sizes) to its metrics.
+    observe: Callable[[Metrics], None] | None = None
 
 
 @dataclasses.dataclass
@@ -46,6 +51,9 @@ class RunningServer:
     health: health_aio.HealthServicer
     spec: ServiceSpec
     grace: float
+    metrics: Metrics
+    # Where /metrics is served (None: AUDIOSEARCH_METRICS_LISTEN is empty).
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -55,6 +63,7 @@ class RunningServer:
         """Drains: health goes NOT_SERVING, in-flight calls get `grace` s."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
+        self.metrics.close()
         if self.spec.shutdown:
             await self.spec.shutdown()
 
@@ -78,15 +87,34 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+# Calls still running on a connection past its age get this long: more than
+# any RPC may take (the gateway's default deadline downstream is 300 s).
+CONNECTION_AGE_GRACE_MS = 900_000
+
+
+def connection_age(seconds: float) -> list[tuple[str, int]]:
+    if seconds <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+    ]
+
+
 async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
     """Starts a server on `config.listen` (port 0 picks a free port)."""
     credentials = server_credentials(config)  # bad TLS files fail before anything starts
+    metrics = Metrics()
+    if spec.observe:
+        spec.observe(metrics)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), *spec.interceptors],
+        # Outermost first: observing sees the status the error mapping chose.
+        interceptors=[ObservingInterceptor(metrics, tracing.tracer()), ErrorInterceptor(), *spec.interceptors],
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *connection_age(config.max_connection_age_seconds),
         ],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
@@ -113,25 +141,26 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
         raise RuntimeError(f"could not bind {config.listen}")
     await server.start()
     try:
+        metrics_port = metrics.serve(config.metrics_listen) if config.metrics_listen else None
         if spec.startup:
             await spec.startup()
     except BaseException:
         await server.stop(0)
+        metrics.close()
         raise
     await _set_all(health, names, health_pb2.HealthCheckResponse.SERVING)
     mtls = config.tls_ca_file and config.tls_require_client_cert
     security = "plaintext" if credentials is None else ("mTLS" if mtls else "TLS")
-    log.info("%s serving on port %d (%s)", ", ".join(names), port, security)
-    return RunningServer(server, port, health, spec, config.shutdown_grace_seconds)
+    where = "" if metrics_port is None else f", metrics on port {metrics_port}"
+    log.info("%s serving on port %d (%s)%s", ", ".join(names), port, security, where)
+    return RunningServer(server, port, health, spec, config.shutdown_grace_seconds, metrics, metrics_port)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def run(build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> None:
-    """Process entry point: serve until SIGTERM or SIGINT, then drain."""
-    setup_logging(config.log_level)
+def run(service: str, build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> None:
+    """Process entry point: serve until SIGTERM or SIGINT, then drain.
+    Logging and tracing are set up first: `build` may open traced channels."""
+    logs.setup(config.log_level, config.log_format, service)
+    tracing.configure(config, service)
 
     async def main() -> None:
         spec = await build()
@@ -145,5 +174,6 @@ def run(build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> No
         await stop.wait()
         log.info("draining (grace %.1fs)", config.shutdown_grace_seconds)
         await running.stop()
+        tracing.shutdown()
 
     asyncio.run(main())

@@ -7,6 +7,7 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 from services.common import config as cfg
 from services.common import server
 from services.embedder.config import EmbedderConfig
+from services.embedder.metrics import observe
 from services.embedder.registry import Registry, build_models
 from services.embedder.service import Embedder
 from services.embedder.servicer import SERVICE_NAME, EmbedderServicer
@@ -20,12 +21,13 @@ async def build(config: EmbedderConfig) -> server.ServiceSpec:
         register=lambda s: pb_grpc.add_EmbedderServiceServicer_to_server(EmbedderServicer(embedder), s),
         startup=registry.load_all,
         shutdown=embedder.close,
+        observe=lambda metrics: observe(embedder, metrics),
     )
 
 
 def main() -> None:
     config = cfg.load(EmbedderConfig)
-    server.run(lambda: build(config), config)
+    server.run("embedder", lambda: build(config), config)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ class Admission:
         self._slots = asyncio.Semaphore(self.active)
         self._inside = 0  # admitted: running or waiting for a slot
 
+    @property
+    def admitted(self) -> int:
+        """Requests running or waiting for a turn."""
+        return self._inside
+
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         if self._inside >= self.active + self.queued:

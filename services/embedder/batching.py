@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,6 +31,10 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model.info.name}")
         self._worker: asyncio.Task[None] | None = None
         self.calls = 0  # model calls made, for tests and metrics
+        # Windows queued and not yet in a model call (the queue depth metric).
+        self.waiting = 0
+        # Called with each model call's number of windows (the batch size metric).
+        self.on_batch: Callable[[int], None] = lambda size: None
 
     async def embed(self, windows: list[np.ndarray]) -> Embeddings:
         """Embeds windows of any lengths; equal lengths are batched together.
@@ -59,6 +64,7 @@ class Batcher:
                 part = indices[start : start + self.max_batch]
                 job = _Job(np.stack([windows[i] for i in part]), loop.create_future())
                 self._queue.put_nowait(job)
+                self.waiting += len(part)
                 in_flight.append((part, job))
                 if len(in_flight) >= MAX_IN_FLIGHT:
                     await collect(*in_flight.pop(0))
@@ -89,10 +95,12 @@ class Batcher:
                     pending.append(job)
             for job in pending:  # back of the line keeps order among the rest
                 self._queue.put_nowait(job)
+            self.waiting -= size
             batch = [job for job in batch if not job.future.cancelled()]
             if not batch:
                 continue
             stacked = np.concatenate([job.windows for job in batch])
+            self.on_batch(len(stacked))
             try:
                 result = await loop.run_in_executor(self._executor, self.model.embed, stacked)
                 self.calls += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -27,6 +28,8 @@ class Slot:
     model: EmbeddingModel
     state: str = LOADING
     reason: str = "the model is still loading"
+    # Seconds the last load took, download included (None until loaded).
+    load_seconds: float | None = None
 
 
 def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
@@ -93,6 +96,7 @@ class Registry:
         await asyncio.gather(*self._tasks)
 
     async def _load(self, slot: Slot) -> None:
+        start = time.perf_counter()
         try:
             await asyncio.to_thread(slot.model.load)
         except ModelUnavailable as exc:
@@ -103,8 +107,8 @@ class Registry:
             slot.state, slot.reason = UNAVAILABLE, f"failed to load: {type(exc).__name__}: {exc}"
             log.exception("model %s failed to load", slot.model.info.name)
             return
-        slot.state, slot.reason = READY, ""
-        log.info("model %s ready", slot.model.info.name)
+        slot.state, slot.reason, slot.load_seconds = READY, "", time.perf_counter() - start
+        log.info("model %s ready (loaded in %.2f s)", slot.model.info.name, slot.load_seconds)
 
     @property
     def default_name(self) -> str:

@@ -89,7 +89,7 @@ async def repair_on_start(gateway: Gateway, attempts: int = 10) -> None:
 
 def main() -> None:
     config = cfg.load(GatewayConfig)
-    server.run(lambda: build(config), config)
+    server.run("gateway", lambda: build(config), config)
 
 
 if __name__ == "__main__":

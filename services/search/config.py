@@ -14,6 +14,13 @@ class SearchConfig(ServerConfig):
     # http://milvus:19530 (with AUDIOSEARCH_MILVUS_TOKEN "user:password").
     milvus_uri: str = ""
     milvus_token: str = ""
+    # A Milvus server's database (empty: the URI's path, else "default").
+    milvus_db_name: str = ""
+    # TLS to a Milvus server (an https:// URI): the PEM file of the CA that
+    # signed its certificate (empty: the system's roots), and the name to
+    # verify when it is not the URI's host.
+    milvus_ca_file: str = ""
+    milvus_server_name: str = ""
     # FLAT is exact; HNSW or AUTOINDEX scale better on a Milvus server.
     index_type: str = "FLAT"
     # Most neighbours a single query vector may ask for.

@@ -77,13 +77,38 @@ def _ids(values: Sequence[int]) -> str:
     return "[" + ",".join(str(int(v)) for v in values) + "]"
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerTls:
+    """TLS to a Milvus server: the CA's PEM file (empty: system roots) and
+    the name its certificate must carry when not the URI's host."""
+
+    ca_file: str = ""
+    server_name: str = ""
+
+    def client_options(self) -> dict[str, object]:
+        options: dict[str, object] = {}
+        if self.ca_file:
+            if not Path(self.ca_file).expanduser().is_file():
+                raise Unavailable(f"AUDIOSEARCH_MILVUS_CA_FILE: no such file {self.ca_file}")
+            options.update(secure=True, server_pem_path=str(Path(self.ca_file).expanduser()))
+        if self.server_name:
+            options["server_name"] = self.server_name
+        return options
+
+
 class VectorStore:
-    def __init__(self, uri: str, token: str = "", index_type: str = "FLAT") -> None:
-        if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+    def __init__(
+        self, uri: str, token: str = "", index_type: str = "FLAT", db_name: str = "", tls: ServerTls | None = None
+    ) -> None:
+        """`uri` is a Milvus Lite file (…/name.db) or a server
+        (http://host:19530, https:// for TLS); the client code is the same."""
+        server = uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        if not server:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri, self.index_type = uri, index_type
+        options = (tls or ServerTls()).client_options() if server else {}
         try:
-            self.client = MilvusClient(uri=uri, token=token)
+            self.client = MilvusClient(uri=uri, token=token, db_name=db_name, **options)
         except MilvusException as exc:
             raise Unavailable(f"cannot open Milvus at {uri}: {exc}") from None
         self._lock = threading.Lock()  # collection create/drop/load are not concurrent-safe
