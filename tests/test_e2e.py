@@ -113,7 +113,6 @@ def check_metrics(base: int, indexed: int) -> None:
         assert "grpc_server_handling_seconds_bucket" in page and "process_resident_memory_bytes" in page
     gateway = pages["gateway"]["grpc_server_handled_total"]
     assert total(gateway, grpc_method="SearchAudio", grpc_code="OK") >= 3
-    assert total(gateway, grpc_method="SearchAudio", grpc_code="NOT_FOUND") == 0  # not asked yet
     embedder = pages["embedder"]
     # fingerprint-v1 sees whole recordings, unbatched: the batched models' series are there, at zero.
     assert {labels["model"] for labels, _ in embedder["audiosearch_embedder_batch_size_count"]} >= {"spectral-v1"}

@@ -14,13 +14,14 @@ from pathlib import Path
 import grpc
 import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from services.common import config as cfg
-from services.common import logs, tracing
+from services.common import logs, server, tracing
 from services.common.config import ConfigError, ServerConfig
 from services.common.metrics import Metrics
 from tests.conftest import start_stack, stop_stack
@@ -65,7 +66,7 @@ async def test_every_service_serves_its_series(tmp_path: Path) -> None:
     gateway = pages["gateway"]
     handled = gateway["grpc_server_handled_total"]
     assert total(handled, grpc_method="SearchAudio", grpc_code="OK", grpc_type="client_stream") == 1
-    assert total(handled, grpc_method="SearchAudio", grpc_code="INVALID_ARGUMENT") == 1
+    assert total(handled, grpc_method="SearchAudio", grpc_code="InvalidArgument") == 1
     assert total(handled, grpc_method="InsertAudio", grpc_code="OK") == 2
     latency = gateway["grpc_server_handling_seconds_bucket"]
     assert total(latency, grpc_method="SearchAudio", le="+Inf") == 2  # a histogram per RPC, both calls in it
@@ -172,11 +173,12 @@ def test_tracing_is_off_unless_configured() -> None:
         ("AUDIOSEARCH_TRACING", "zipkin", "use off, otlp or console"),
         ("AUDIOSEARCH_LOG_FORMAT", "xml", "use json or text"),
         ("AUDIOSEARCH_TRACE_SAMPLE_RATIO", "1.5", "from 0 to 1"),
+        ("AUDIOSEARCH_OTLP_ENDPOINT", "otel-collector:4317", "start it with http://"),
     ],
 )
 def test_bad_observability_settings_are_named(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
-        cfg.load(ServerConfig, environ={variable: value})
+        cfg.load(ServerConfig, environ={"AUDIOSEARCH_TRACING": "otlp", variable: value})
     assert variable in str(info.value)
 
 
@@ -233,3 +235,114 @@ def test_a_metrics_address_in_use_is_a_clear_error() -> None:
             Metrics().serve(f"127.0.0.1:{port}")
     finally:
         first.close()
+
+
+# --- the bootstrap's interceptors on a small service of the test's own ------------------------
+
+
+class _Probe:
+    """A service with a slow unary method and an endless server stream."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def slow(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self.entered.set()
+        await self.release.wait()
+        return b"done"
+
+    async def ticks(self, request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        n = 0
+        while True:
+            n += 1
+            yield str(n).encode()
+            await asyncio.sleep(0.01)
+
+    def register(self, s: grpc.aio.Server) -> None:
+        handler = grpc.method_handlers_generic_handler(
+            "test.Probe",
+            {
+                "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+                "Ticks": grpc.unary_stream_rpc_method_handler(self.ticks),
+            },
+        )
+        s.add_generic_rpc_handlers((handler,))
+
+
+async def start_probe(**overrides: object) -> tuple[_Probe, server.RunningServer]:
+    probe = _Probe()
+    config = cfg.load(ServerConfig, environ={}, listen="127.0.0.1:0", shutdown_grace_seconds=0.5, **overrides)
+    running = await server.start(server.ServiceSpec(["test.Probe"], probe.register), config)
+    return probe, running
+
+
+def handled_codes(running: server.RunningServer, method: str) -> dict[str, float]:
+    samples = running.metrics.handled.collect()[0].samples
+    return {
+        s.labels["grpc_code"]: s.value
+        for s in samples
+        if s.labels["grpc_method"] == method and s.name.endswith("_total") and s.value
+    }
+
+
+async def test_a_busy_server_sheds_load_but_answers_its_probes() -> None:
+    probe, running = await start_probe(max_concurrent_rpcs=1)
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            slow = channel.unary_unary("/test.Probe/Slow")
+            first = asyncio.ensure_future(slow(b"", timeout=10))
+            await probe.entered.wait()
+            await expect_code(
+                slow(b"", timeout=10), grpc.StatusCode.RESOURCE_EXHAUSTED, "AUDIOSEARCH_MAX_CONCURRENT_RPCS=1"
+            )
+            # The probes still answer while the one slot is taken.
+            health = health_pb2_grpc.HealthStub(channel)
+            status = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            probe.release.set()
+            assert await first == b"done"
+            assert await slow(b"", timeout=10) == b"done"  # the slot is free again
+    finally:
+        await running.stop()
+    assert handled_codes(running, "Slow") == {"OK": 2, "ResourceExhausted": 1}
+    assert handled_codes(running, "Check") == {"OK": 1}
+
+
+async def test_health_watch_streams_serving() -> None:
+    _, running = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+            await asyncio.sleep(0.1)
+    finally:
+        await running.stop()
+    assert "Internal" not in handled_codes(running, "Watch")
+
+
+async def test_a_stream_the_client_cancels_is_counted_and_traced_as_cancelled(
+    spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, running = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            call = channel.unary_stream("/test.Probe/Ticks")(b"", timeout=10)
+            for _ in range(3):
+                await call.read()
+            call.cancel()
+            await asyncio.sleep(0.3)
+            ticks = channel.unary_stream("/test.Probe/Ticks")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in ticks(b"", timeout=0.2):
+                    pass
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.sleep(0.3)
+    finally:
+        await running.stop()
+    assert handled_codes(running, "Ticks") == {"Canceled": 1, "DeadlineExceeded": 1}
+    statuses = sorted(s.status.description for s in spans.get_finished_spans() if s.name == "test.Probe/Ticks")
+    assert statuses == ["CANCELLED", "DEADLINE_EXCEEDED"]
+    assert "Failed to detach context" not in caplog.text

@@ -116,7 +116,8 @@ class ServerConfig(TlsConfig):
     log_level: str = "INFO"
     # Largest message a service accepts or sends (vectors of long audio).
     max_message_bytes: int = 64 * 1024 * 1024
-    # Concurrent RPCs before the server sheds load with RESOURCE_EXHAUSTED.
+    # Concurrent RPCs before the server sheds load with RESOURCE_EXHAUSTED
+    # (health checks and reflection are always answered, never counted).
     max_concurrent_rpcs: int = 256
     # Seconds in-flight RPCs get to finish after SIGTERM.
     shutdown_grace_seconds: float = 10.0
@@ -142,5 +143,10 @@ class ServerConfig(TlsConfig):
             raise ConfigError(f"{env_name('log_format')}={self.log_format!r}: use json or text")
         if self.tracing not in ("off", "otlp", "console"):
             raise ConfigError(f"{env_name('tracing')}={self.tracing!r}: use off, otlp or console")
+        if self.tracing == "otlp" and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{env_name('otlp_endpoint')}={self.otlp_endpoint!r}: "
+                "start it with http:// (plaintext) or https:// (TLS)"
+            )
         if not 0.0 <= self.trace_sample_ratio <= 1.0:
             raise ConfigError(f"{env_name('trace_sample_ratio')}={self.trace_sample_ratio}: use a number from 0 to 1")

@@ -32,9 +32,12 @@ class JsonFormatter(logging.Formatter):
         if context.is_valid:
             doc["trace_id"] = format(context.trace_id, "032x")
             doc["span_id"] = format(context.span_id, "016x")
-        doc.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        # Fields given with extra=; they never replace the ones above.
+        doc.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and k not in doc})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
         return json.dumps(doc, default=str)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
@@ -21,9 +23,14 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
+# No `_created` series per counter and histogram: go-grpc-prometheus has none.
+disable_created_metrics()
+
 # Seconds: from a cached catalog lookup (~1 ms) to embedding an hour of audio.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 RPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+
+T = TypeVar("T")
 
 # (label values, value) pairs for one gauge family.
 Samples = Iterable[tuple[Sequence[str], float]]
@@ -49,6 +56,23 @@ class _ScrapeGauge(Collector):
             log.warning("metric %s not read: %s: %s", self.name, type(exc).__name__, exc)
             return []
         return [family]
+
+
+def cached(read: Callable[[], T], seconds: float = 5.0) -> Callable[[], T]:
+    """`read` called at most once every `seconds`: several families of one
+    scrape (and scrapes by several Prometheus replicas) share one store read."""
+    lock = threading.Lock()
+    state: dict[str, tuple[float, T]] = {}
+
+    def wrapper() -> T:
+        with lock:
+            hit = state.get("value")
+            if hit is None or time.monotonic() - hit[0] > seconds:
+                hit = (time.monotonic(), read())
+                state["value"] = hit
+            return hit[1]
+
+    return wrapper
 
 
 class Metrics:

@@ -19,7 +19,7 @@ from services.common import logs, tracing
 from services.common.channels import is_loopback
 from services.common.config import ServerConfig
 from services.common.metrics import Metrics
-from services.common.observe import ObservingInterceptor
+from services.common.observe import ConcurrencyLimit, ObservingInterceptor
 from services.common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,18 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
         spec.observe(metrics)
     server = grpc.aio.server(
         # Outermost first: observing sees the status the error mapping chose.
-        interceptors=[ObservingInterceptor(metrics, tracing.tracer()), ErrorInterceptor(), *spec.interceptors],
+        interceptors=[
+            ObservingInterceptor(metrics, tracing.tracer()),
+            ErrorInterceptor(),
+            ConcurrencyLimit(config.max_concurrent_rpcs),
+            *spec.interceptors,
+        ],
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
             *connection_age(config.max_connection_age_seconds),
         ],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     spec.register(server)
     health = health_aio.HealthServicer()
@@ -161,19 +165,21 @@ def run(service: str, build: Callable[[], Awaitable[ServiceSpec]], config: Serve
     Logging and tracing are set up first: `build` may open traced channels."""
     logs.setup(config.log_level, config.log_format, service)
     tracing.configure(config, service)
+    try:
+        asyncio.run(_serve(build, config))
+    finally:
+        tracing.shutdown()  # flushes buffered spans, also after a failed start
 
-    async def main() -> None:
-        spec = await build()
-        running = await start(spec, config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Printed for supervisors (audiosearch serve) that wait for readiness.
-        print(f"READY {running.port}", flush=True)
-        await stop.wait()
-        log.info("draining (grace %.1fs)", config.shutdown_grace_seconds)
-        await running.stop()
-        tracing.shutdown()
 
-    asyncio.run(main())
+async def _serve(build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> None:
+    spec = await build()
+    running = await start(spec, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Printed for supervisors (audiosearch serve) that wait for readiness.
+    print(f"READY {running.port}", flush=True)
+    await stop.wait()
+    log.info("draining (grace %.1fs)", config.shutdown_grace_seconds)
+    await running.stop()

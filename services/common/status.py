@@ -4,6 +4,7 @@ clients, so an error raised three services deep reaches the user intact."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -112,9 +113,15 @@ def rewrap(handler: grpc.RpcMethodHandler, unary: Wrap, streaming: Wrap) -> grpc
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **common)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **common)
+    # A streaming method is an async generator, or a coroutine that writes
+    # with context.write() (the health service's Watch): that one is awaited.
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **common)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **common)
+        behavior = handler.unary_stream
+        wrap = streaming if inspect.isasyncgenfunction(behavior) else unary
+        return grpc.unary_stream_rpc_method_handler(wrap(behavior), **common)
+    behavior = handler.stream_stream
+    wrap = streaming if inspect.isasyncgenfunction(behavior) else unary
+    return grpc.stream_stream_rpc_method_handler(wrap(behavior), **common)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):

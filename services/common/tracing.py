@@ -130,7 +130,7 @@ class _ClientSpans:
         span = self._tracer.start_span(
             method.lstrip("/"),
             kind=SpanKind.CLIENT,
-            attributes={**rpc_attributes(method), "server.address": self._peer},
+            attributes={**rpc_attributes(method), "server.address": self._peer.rpartition("/")[2]},
         )
         carrier: dict[str, str] = {}
         PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
