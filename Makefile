@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint lint k8s-validate k8s-check test demo samples eval bench bench-gpu serve clean
+.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check test demo samples eval bench bench-gpu serve clean
 
 all: venv
 
@@ -41,6 +41,41 @@ $(BUF):
 buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
+NODE_CLIENT := clients/node
+RELEASED := protos/released/audiosearch-v1.json
+
+# Node.js stubs (clients/node/gen/, not committed) from protos/, by buf with
+# the protoc-gen-es pinned in clients/node/package-lock.json.
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix $(NODE_CLIENT)
+	touch $@
+
+node-stubs: $(BUF) $(NODE_CLIENT)/node_modules/.installed
+	$(BUF) generate protos --template $(NODE_CLIENT)/buf.gen.yaml
+
+# Fails when protos/ breaks what the last release's clients rely on
+# (protos/released/README.md).
+buf-breaking: $(BUF)
+	cd protos && ../$(BUF) breaking --against released/audiosearch-v1.json
+
+# At a release: the baseline of buf-breaking, from the protos committed at HEAD.
+proto-release: $(BUF)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	git archive HEAD protos | tar -x -C "$$tmp" && \
+	$(BUF) build "$$tmp/protos" --exclude-source-info -o "$$tmp/image.json" && \
+	$(PYTHON) -m json.tool --indent 1 "$$tmp/image.json" > $(RELEASED) && \
+	echo "wrote $(RELEASED) from the protos at $$(git rev-parse --short HEAD)"
+
+# The browser test's tools: Debian's Chromium (never a downloaded browser)
+# and playwright-core, pinned in tests/browser/package-lock.json.
+BROWSER_TOOLS := tests/browser/node_modules/.installed
+$(BROWSER_TOOLS): tests/browser/package.json tests/browser/package-lock.json
+	command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null)
+	npm ci --silent --no-audit --no-fund --prefix tests/browser
+	touch $@
+
+browser: $(BROWSER_TOOLS)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check services tests scripts eval bench
 	$(VENV)/bin/ruff format --check services tests scripts eval bench
@@ -61,7 +96,7 @@ k8s-validate: $(VENV)/.installed
 k8s-check: k8s-validate
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_k8s.py tests/test_dockerfiles.py
 
-test: $(VENV)/.installed proto-check buf-lint lint k8s-validate
+test: $(VENV)/.installed proto-check buf-lint buf-breaking node-stubs browser lint k8s-validate $(SAMPLES)/.fetched
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Retrieval quality on real recordings (see eval/run.py); about 10 minutes here.
@@ -98,4 +133,4 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/audiosearch serve
 
 clean:
-	rm -rf $(VENV) .tools stubs/audiosearch/**/__pycache__ data .demo
+	rm -rf $(VENV) .tools stubs/audiosearch/**/__pycache__ data .demo $(NODE_CLIENT)/gen $(NODE_CLIENT)/node_modules tests/browser/node_modules

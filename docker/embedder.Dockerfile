@@ -11,7 +11,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # Runtime pins minus the Milvus and SQL clients.
-ARG EXCLUDE="pymilvus|milvus-lite|sqlmodel|alembic|psycopg|pymysql"
+ARG EXCLUDE="pymilvus|milvus-lite|sqlmodel|alembic|psycopg|pymysql|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
 RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt
 
 # The package itself, built once as a wheel for both variants.

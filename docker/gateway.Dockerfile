@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Gateway image: the public gRPC API. No torch, no database or Milvus client.
+# Gateway image: the public gRPC API. No torch, no database or Milvus client
+# (soundfile: it cuts the kept uploads into segments for playback).
 #   docker build -f docker/gateway.Dockerfile -t REGISTRY/audiosearch-gateway:0.1.0 .
 
 FROM python:3.11.7-slim-bookworm AS builder
@@ -9,7 +10,7 @@ WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # Runtime pins minus what only the other services import; every version
 # still comes from requirements.txt/constraints.txt.
-ARG EXCLUDE="torch|soundfile|soxr|pymilvus|milvus-lite|sqlmodel|alembic|psycopg|pymysql|scipy"
+ARG EXCLUDE="torch|soxr|pymilvus|milvus-lite|sqlmodel|alembic|psycopg|pymysql|scipy|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
 RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt \
  && pip install --no-cache-dir -r requirements-image.txt -c constraints.txt \
  && pip install --no-cache-dir setuptools==84.2.1

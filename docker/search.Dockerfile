@@ -10,7 +10,7 @@ WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # Runtime pins minus what only the other services import; every version
 # still comes from requirements.txt/constraints.txt.
-ARG EXCLUDE="torch|soundfile|soxr|sqlmodel|alembic|psycopg|pymysql|scipy"
+ARG EXCLUDE="torch|soundfile|soxr|sqlmodel|alembic|psycopg|pymysql|scipy|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
 RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt \
  && pip install --no-cache-dir -r requirements-image.txt -c constraints.txt \
  && pip install --no-cache-dir setuptools==84.2.1

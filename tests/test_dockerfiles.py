@@ -22,7 +22,7 @@ from services.common.config import env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-SERVICES = ("gateway", "embedder", "search", "catalog")
+SERVICES = ("gateway", "embedder", "search", "catalog", "web")
 # Final stages one builds (--target), per Dockerfile; else the last stage.
 TARGETS = {"embedder": ("cpu", "cuda")}
 # Loaded by SQLAlchemy from the URL's dialect, never imported by name.
@@ -272,6 +272,7 @@ CONFIGS = {
     "embedder": "EmbedderConfig",
     "search": "SearchConfig",
     "catalog": "CatalogConfig",
+    "web": "WebConfig",
 }
 
 

@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -44,7 +46,7 @@ def free_port_block(n: int = 4) -> int:
 
 @pytest.fixture
 def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
-    port, metrics_port = free_port_block(), free_port_block()
+    port, metrics_port, http_port = free_port_block(), free_port_block(), free_port_block(1)
     env = {
         **os.environ,
         "AUDIOSEARCH_CNN14_DOWNLOAD": "false",
@@ -66,6 +68,8 @@ def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
                 str(port),
                 "--metrics-port",
                 str(metrics_port),
+                "--http-port",
+                str(http_port),
             ],
             env=env,
         )
@@ -73,7 +77,7 @@ def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
         wait_serving(f"127.0.0.1:{port}", 120, process)
         return process
 
-    yield start, env, port, metrics_port
+    yield start, env, port, metrics_port, http_port
     for process in processes:
         if process.poll() is None:
             process.kill()
@@ -125,10 +129,24 @@ def check_metrics(base: int, indexed: int) -> None:
     assert total(catalog, library="e2e", state="pending") == 0
 
 
+def check_web(port: int, library: str, indexed: int) -> None:
+    """The HTTP service `audiosearch serve` started answers for the same stack."""
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/v1/libraries/{library}/items", timeout=10) as response:
+        assert len(json.load(response)["items"]) == indexed
+    with urllib.request.urlopen(f"{base}/docs", timeout=10) as response:
+        assert b"swagger-ui" in response.read()
+    try:
+        urllib.request.urlopen(f"{base}/v1/items/987654", timeout=10)
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404 and json.load(exc)["error"]["code"] == "NOT_FOUND"
+
+
 def check_json_logs(folder: Path) -> None:
     """Every log line is a JSON object naming its service (the READY line
     is the supervisor's handshake on stdout, which shares the file)."""
-    for name in ("gateway", "embedder", "search", "catalog"):
+    for name in ("gateway", "embedder", "search", "catalog", "web"):
         lines = [line for line in (folder / f"{name}.log").read_text().splitlines() if line and line[:6] != "READY "]
         assert lines, name
         for line in lines:
@@ -137,7 +155,7 @@ def check_json_logs(folder: Path) -> None:
 
 
 def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    start, env, port, metrics_port = serve
+    start, env, port, metrics_port, http_port = serve
     process = start()
     check_health_and_reflection(port)
 
@@ -152,6 +170,7 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     code, report = cli(env, "index", str(folder), "--library", "e2e")
     assert code == 0, report
     assert (report["added"], report["existing"], report["failed"], report["model"]) == (6, 0, [], "fingerprint-v1")
+    assert report["skipped"] == 1  # notes.txt
     code, report = cli(env, "index", str(folder), "--library", "e2e")
     assert code == 0 and (report["added"], report["existing"]) == (0, 6)
 
@@ -185,6 +204,7 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     assert (int(lib["items"]), int(lib["indexed_items"])) == (5, 5) and int(lib["vectors"]) < vectors
 
     check_metrics(metrics_port, indexed=5)
+    check_web(http_port, "e2e", indexed=5)
     check_json_logs(tmp_path / "data" / "logs")
 
     # Bad input: a clear error, and the stack keeps serving.

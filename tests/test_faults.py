@@ -76,7 +76,7 @@ def ready_count(gateway: pb_grpc.GatewayServiceStub, library: str) -> int:
 
 @pytest.mark.timeout(900)  # two runs of 200 files and three restarts on a busy 2-core machine
 def test_killing_services_mid_index_loses_and_duplicates_nothing(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    start, env, port, _ = serve
+    start, env, port, _, _ = serve
     supervisor = start()
     services = ServiceProcesses(supervisor.pid)
     folder = tmp_path / "files"

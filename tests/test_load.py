@@ -34,7 +34,7 @@ def rss_mib(pid: int) -> float:
 
 
 def test_concurrent_clients_lose_nothing_and_stay_bounded(serve) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    start, _env, port, _metrics = serve
+    start, _env, port, _metrics, _http = serve
     supervisor = start()
     services = ServiceProcesses(supervisor.pid)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

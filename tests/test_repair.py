@@ -122,6 +122,8 @@ async def test_ready_items_without_vectors_are_reindexed_or_hidden(stack, direct
     ).item
     uploaded = await insert(stack, 5)
     await direct.search.DeleteVectors(srch.DeleteVectorsRequest(library="lib", item_ids=[on_disk.id, uploaded.id]))
+    # Its kept upload is gone too (kept audio is re-embedded: tests/test_playback.py).
+    (stack.data_dir / "audio" / b"lib".hex() / str(uploaded.id)).unlink()
 
     assert await repair(stack) == [
         (KIND.REPAIR_KIND_REINDEXED, "lib", on_disk.id),

@@ -54,7 +54,9 @@ def item_dict(item: pb.AudioItem) -> dict[str, Any]:
     return MessageToDict(item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-def audio_files(paths: list[str]) -> Iterator[Path]:
+def audio_files(paths: list[str], skipped: list[str] | None = None) -> Iterator[Path]:
+    """The audio files named or under the folders named; others found in
+    the folders go to `skipped`."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -63,6 +65,8 @@ def audio_files(paths: list[str]) -> Iterator[Path]:
                 for name in sorted(files):
                     if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
                         yield Path(root) / name
+                    elif skipped is not None:
+                        skipped.append(str(Path(root) / name))
         elif path.is_file():
             yield path
         else:
@@ -103,7 +107,8 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
     from tqdm import tqdm
 
     client = stub(args)
-    files = list(audio_files(args.paths))
+    skipped: list[str] = []
+    files = list(audio_files(args.paths, skipped))
     lib = ensure_library(client, args.library, args.model, args.window, args.hop)
     added, existing, failed = [], [], []
 
@@ -116,18 +121,33 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
         except grpc.RpcError as exc:
             return path, exc
 
+    # Progress in bytes (rate in MB/s, time left), the files done beside it.
+    total = sum(f.stat().st_size for f in files)
     with (
         ThreadPoolExecutor(max_workers=args.jobs) as pool,
-        tqdm(total=len(files), unit="file", desc=f"indexing into {lib.name}", disable=args.json or None) as bar,
+        tqdm(
+            total=total, unit="B", unit_scale=True, desc=f"indexing into {lib.name}", disable=args.json or None
+        ) as bar,
     ):
-        for path, result in pool.map(insert, files):
-            bar.update(1)
+        for done, (path, result) in enumerate(pool.map(insert, files), 1):
+            bar.update(path.stat().st_size)
             if isinstance(result, grpc.RpcError):
                 failed.append({"path": str(path), "code": result.code().name, "message": result.details()})
             else:
                 (added if result.created else existing).append(item_dict(result.item))
-    doc = {"library": lib.name, "model": lib.model, "added": len(added), "existing": len(existing), "failed": failed}
-    text = f"{lib.name} ({lib.model}): {len(added)} added, {len(existing)} already indexed, {len(failed)} failed"
+            bar.set_postfix_str(f"{done}/{len(files)} files, {len(failed)} failed", refresh=False)
+    doc = {
+        "library": lib.name,
+        "model": lib.model,
+        "added": len(added),
+        "existing": len(existing),
+        "failed": failed,
+        "skipped": len(skipped),
+    }
+    text = (
+        f"{lib.name} ({lib.model}): {len(added)} added, {len(existing)} already indexed (duplicates), "
+        f"{len(failed)} failed, {len(skipped)} not audio (skipped by extension)"
+    )
     for f in failed[:20]:
         text += f"\n  failed: {f['path']}: {f['code']}: {f['message']}"
     if len(failed) > 20:
@@ -260,11 +280,12 @@ def cmd_repair(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
     from services.cli.supervisor import Stack
 
-    stack = Stack(Path(args.data_dir), args.host, args.port, metrics_port=args.metrics_port)
+    stack = Stack(Path(args.data_dir), args.host, args.port, metrics_port=args.metrics_port, http_port=args.http_port)
     stack.start()
     metrics = ", ".join(f"{name} http://{address}/metrics" for name, address in stack.metrics_addresses.items())
+    web = f"; web page and HTTP API on http://{stack.addresses['web']}/ (docs at /docs)" if args.http_port else ""
     print(
-        f"audiosearch serving on {stack.addresses['gateway']} "
+        f"audiosearch serving on {stack.addresses['gateway']}{web} "
         f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
         f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
         file=sys.stderr,
@@ -325,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="the gateway's /metrics port, the others' the next three (default: --port + 100; 0: none)",
     )
+    c.add_argument("--http-port", type=int, default=8080, help="the web page and HTTP/JSON API (default 8080; 0: none)")
     c = command("index", cmd_index, "add audio files or folders (recursive) to a library")
     c.add_argument("paths", nargs="+")
     c.add_argument("--library", default="default")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,22 @@ OFFSETS = {"gateway": 0, "embedder": 1, "search": 2, "catalog": 3}
 # A service that dies this many times within RESTART_WINDOW seconds is
 # broken, not unlucky: serve gives up instead of looping.
 MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    """Polls `url` until it answers 200; fails early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def wait_serving(
@@ -55,11 +72,16 @@ class Stack:
         port: int = 50051,
         env: dict[str, str] | None = None,
         metrics_port: int | None = None,
+        http_port: int = 0,
     ) -> None:
         """Services on `port` and the next three; their /metrics on
-        `metrics_port` and the next three (default port + 100; 0: none)."""
+        `metrics_port` and the next three (default port + 100; 0: none);
+        the HTTP API and web page on `http_port` (0: not started)."""
         self.data_dir = data_dir.resolve()
         self.addresses = {name: f"{host}:{port + OFFSETS[name]}" for name in SERVICES}
+        self.services = (*SERVICES, "web") if http_port else SERVICES
+        if http_port:
+            self.addresses["web"] = f"{host}:{http_port}"
         metrics = port + 100 if metrics_port is None else metrics_port
         self.metrics_addresses = (
             {name: f"{host}:{metrics + offset}" for name, offset in OFFSETS.items()} if metrics else {}
@@ -71,7 +93,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, timeout: float = 120.0) -> None:
-        for name in SERVICES:
+        for name in self.services:
             self.launch(name, timeout)
 
     def launch(self, name: str, timeout: float = 120.0) -> None:
@@ -86,20 +108,25 @@ class Stack:
             "AUDIOSEARCH_SEARCH_ADDR": self.addresses["search"],
             "AUDIOSEARCH_CATALOG_ADDR": self.addresses["catalog"],
             "AUDIOSEARCH_METRICS_LISTEN": self.metrics_addresses.get(name, ""),
+            "AUDIOSEARCH_HTTP_LISTEN": self.addresses.get("web", ""),
+            "AUDIOSEARCH_GATEWAY_ADDR": self.addresses["gateway"],
         }
         with (logs / f"{name}.log").open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
             )
         try:
-            wait_serving(self.addresses[name], timeout, self.processes[name], self.tls)
+            if name == "web":
+                wait_http(f"http://{self.addresses['web']}/healthz", timeout, self.processes[name])
+            else:
+                wait_serving(self.addresses[name], timeout, self.processes[name], self.tls)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
             tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{name} failed to start: {exc}\n--- {logs / (name + '.log')} ---\n{tail}") from None
 
     def stop(self, grace: float = 15.0) -> None:
-        for name in reversed(SERVICES):
+        for name in reversed(self.services):
             process = self.processes.get(name)
             if process and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -120,7 +147,7 @@ class Stack:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-        deaths: dict[str, list[float]] = {name: [] for name in SERVICES}
+        deaths: dict[str, list[float]] = {name: [] for name in self.services}
         while not stop["now"]:
             for name, process in list(self.processes.items()):
                 if process.poll() is None:

@@ -13,6 +13,7 @@ from services.common import server
 from services.common.channels import open_channel
 from services.common.errors import ServiceError
 from services.gateway.access import load_tokens
+from services.gateway.audio_store import AudioStore
 from services.gateway.auth import AuthInterceptor
 from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient
 from services.gateway.config import GatewayConfig
@@ -30,6 +31,12 @@ def interceptors(config: GatewayConfig) -> list[AuthInterceptor]:
     tokens = load_tokens(Path(config.auth_tokens_file).expanduser())
     log.info("bearer tokens required: %d principals", len(tokens.entries))
     return [AuthInterceptor(tokens)]
+
+
+def audio_root(config: GatewayConfig) -> Path | None:
+    if not config.keep_audio:
+        return None
+    return Path(config.audio_dir).expanduser() if config.audio_dir else config.data_dir / "audio"
 
 
 async def build(config: GatewayConfig) -> server.ServiceSpec:
@@ -51,6 +58,7 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
             config.allowed_roots,
             config.repair_stale_seconds,
         ),
+        AudioStore(audio_root(config)),
     )
     tasks: list[asyncio.Task[None]] = []
 

@@ -32,3 +32,8 @@ class GatewayConfig(ServerConfig):
     # background, retrying until the other services answer.
     repair_stale_seconds: float = 900.0
     repair_on_start: bool = True
+    # Keep each upload (in `audio_dir`, default <data_dir>/audio) so matches
+    # can be played back (GetAudioSegment) and re-embedded by repair. Off:
+    # only vectors and metadata are stored.
+    keep_audio: bool = True
+    audio_dir: str = ""

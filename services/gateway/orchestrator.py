@@ -24,6 +24,7 @@ from services.common.errors import (
 )
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.gateway import access
+from services.gateway.audio_store import AudioStore, Segment
 from services.gateway.domain import (
     DELETING,
     PENDING,
@@ -97,8 +98,16 @@ class Threshold:
 
 
 class Gateway:
-    def __init__(self, embedder: EmbedderPort, vectors: VectorPort, catalog: CatalogPort, settings: Settings) -> None:
+    def __init__(
+        self,
+        embedder: EmbedderPort,
+        vectors: VectorPort,
+        catalog: CatalogPort,
+        settings: Settings,
+        audio: AudioStore | None = None,
+    ) -> None:
         self.embedder, self.vectors, self.catalog, self.settings = embedder, vectors, catalog, settings
+        self.audio = audio or AudioStore(None)
 
     # Libraries
 
@@ -133,6 +142,7 @@ class Gateway:
             # The name was free in the catalog, so a collection under it is a
             # leftover of a delete that crashed half-way: start clean.
             await self.vectors.drop(name)
+            await self.audio.drop(name)
             await self.vectors.create(name, status.name, status.dim, status.sparse)
         except BaseException:
             await self.catalog.delete_library(name)  # undo, so the name is free for a retry
@@ -158,6 +168,7 @@ class Gateway:
         # creating the name again) removes.
         deleted = await self.catalog.delete_library(name)
         await self.vectors.drop(name)
+        await self.audio.drop(name)
         return deleted
 
     # Items
@@ -200,6 +211,7 @@ class Gateway:
             raise
         if embedded.model != lib.model or embedded.dim != lib.dim:
             raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
+        await self.audio.put(library, item.id, data)  # before READY: a ready item can be played
         await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
         try:
             item = await self.catalog.mark_ready(item.id, embedded)
@@ -208,6 +220,7 @@ class Gateway:
             # or a delete came): take the vectors back so nothing is orphaned;
             # a retry starts afresh.
             await self.vectors.delete(library, [item.id])
+            await self.audio.delete(library, item.id)
             raise Unavailable(f"the insert of {name!r} was interrupted by a delete; retry it") from None
         return item, created
 
@@ -260,10 +273,19 @@ class Gateway:
         await self._finish_delete(item)
 
     async def _finish_delete(self, item: Item) -> None:
-        """Vectors, then the row (of an item already DELETING). Idempotent:
-        a retry, a concurrent delete or repair may get here too."""
-        await self.vectors.delete(item.library, [item.id])
-        await self.catalog.delete_item(item.id, only_if_state=DELETING)
+        await self.remove(item.library, item.id)
+
+    async def remove(self, library: str, item_id: int) -> None:
+        """Vectors, audio, then the row (of an item already DELETING).
+        Idempotent: a retry, a concurrent delete or repair may get here too."""
+        await self.vectors.delete(library, [item_id])
+        await self.audio.delete(library, item_id)
+        await self.catalog.delete_item(item_id, only_if_state=DELETING)
+
+    async def segment(self, item_id: int, start: float, end: float) -> tuple[Item, Segment]:
+        """A stretch of a ready item's audio, as WAV, for playback."""
+        item = await self.get(item_id)
+        return item, await self.audio.segment(item.library, item.id, item.duration_seconds, start, end)
 
     # Search
 

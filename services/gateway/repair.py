@@ -135,18 +135,21 @@ class Repair:
             await self._remove(library, item.id)
 
     async def _remove(self, library: str, item_id: int) -> None:
-        """Vectors, then the row, which must be DELETING (as a delete does)."""
-        await self.vectors.delete(library, [item_id])
-        await self.catalog.delete_item(item_id, only_if_state=DELETING)
+        await self.gateway.remove(library, item_id)  # as a delete does
 
     async def _restore(self, lib: Library, item: ItemState) -> None:
-        """Re-embeds a READY item from its server file (when that still holds
-        the same content), else hides it until it is inserted again."""
+        """Re-embeds a READY item from its kept upload or its server file
+        (when that still holds the same content), else hides it until it is
+        inserted again."""
         item_id, source = item.id, item.source_uri
-        try:
-            data = self.gateway.read_allowed_file(source) if source else None
-        except ServiceError:
-            data = None
+        data = await self.gateway.audio.read(lib.name, item_id)
+        if data is not None:
+            source = "the kept upload"
+        else:
+            try:
+                data = self.gateway.read_allowed_file(source) if source else None
+            except ServiceError:
+                data = None
         if data is not None and hashlib.sha256(data).hexdigest() == item.sha256:
             if self._found(REINDEXED, lib.name, item_id, f"no vectors; re-embedded from {source}"):
                 embedded = await self.gateway.embedder.embed(data, lib.model, 0, lib.window, lib.hop)

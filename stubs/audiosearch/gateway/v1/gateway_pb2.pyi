@@ -241,6 +241,30 @@ class GetAudioResponse(_message.Message):
     item: AudioItem
     def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ...) -> None: ...
 
+class GetAudioSegmentRequest(_message.Message):
+    __slots__ = ("id", "start_seconds", "end_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    start_seconds: float
+    end_seconds: float
+    def __init__(self, id: _Optional[int] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
+
+class GetAudioSegmentResponse(_message.Message):
+    __slots__ = ("chunk", "content_type", "start_seconds", "end_seconds", "total_bytes")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    content_type: str
+    start_seconds: float
+    end_seconds: float
+    total_bytes: int
+    def __init__(self, chunk: _Optional[bytes] = ..., content_type: _Optional[str] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
 class ListAudioRequest(_message.Message):
     __slots__ = ("library", "page_size", "page_token", "tag")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class GatewayServiceStub:
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioResponse.FromString,
                 _registered_method=True)
+        self.GetAudioSegment = channel.unary_stream(
+                '/audiosearch.gateway.v1.GatewayService/GetAudioSegment',
+                request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentResponse.FromString,
+                _registered_method=True)
         self.ListAudio = channel.unary_unary(
                 '/audiosearch.gateway.v1.GatewayService/ListAudio',
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ListAudioRequest.SerializeToString,
@@ -150,6 +155,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAudioSegment(self, request, context):
+        """Streams a stretch of a ready item's audio for playback, as a WAV file
+        (16-bit PCM, the item's rate and channels) in chunks. Needs the gateway
+        to keep uploads (AUDIOSEARCH_KEEP_AUDIO, on by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAudio(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -218,6 +232,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetAudio,
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioRequest.FromString,
                     response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioResponse.SerializeToString,
+            ),
+            'GetAudioSegment': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetAudioSegment,
+                    request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentRequest.FromString,
+                    response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentResponse.SerializeToString,
             ),
             'ListAudio': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAudio,
@@ -431,6 +450,33 @@ class GatewayService:
             '/audiosearch.gateway.v1.GatewayService/GetAudio',
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioRequest.SerializeToString,
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAudioSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/audiosearch.gateway.v1.GatewayService/GetAudioSegment',
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentRequest.SerializeToString,
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.GetAudioSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

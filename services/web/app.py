@@ -1,0 +1,246 @@
+"""The HTTP/JSON API: each route turns a request into the gateway's
+protobuf request, calls the gateway over gRPC, and answers the proto3 JSON
+of its response (the same fields as the gRPC API). Errors are JSON, with
+the HTTP status of the gRPC code (services/web/errors.py). Routes serve
+only what the gateway returns: never a path from the request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import swagger_ui_bundle
+from audiosearch.gateway.v1 import gateway_pb2 as pb
+from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from services.web import schema
+from services.web.config import WebConfig
+from services.web.errors import HTTP_CODE_NAMES, HttpError
+
+STATIC = Path(__file__).with_name("static")
+CHUNK = 256 * 1024  # upload messages to the gateway
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _responses(message: type[Message]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answer of a route: the proto message's schema, and the error body."""
+    return {
+        200: {"content": {"application/json": {"schema": schema.ref(message.DESCRIPTOR)}}},
+        "4XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
+        "5XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
+    }
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HttpError(413, "RESOURCE_EXHAUSTED", f"{upload.filename}: larger than the {limit}-byte upload limit")
+    if not data:
+        raise HttpError(400, "INVALID_ARGUMENT", f"{upload.filename or 'the upload'} is empty")
+    return data
+
+
+def _chunks(first: Message, data: bytes, make: Any) -> list[Message]:
+    """The first message with the parameters, then the bytes in chunks."""
+    return [make(first, data[:CHUNK])] + [make(None, data[i : i + CHUNK]) for i in range(CHUNK, len(data), CHUNK)]
+
+
+def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
+    app = FastAPI(
+        title="audiosearch",
+        version="1",
+        summary="Find the recordings most similar to a sound: the HTTP/JSON face of audiosearch.gateway.v1.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    gateway = pb_grpc.GatewayServiceStub(channel)
+
+    async def call(request: Request, rpc: Any, message: Any) -> Any:
+        token = request.headers.get("authorization")
+        metadata = (("authorization", token),) if token else None
+        try:
+            return await rpc(message, timeout=config.rpc_timeout_seconds, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise HttpError.from_rpc(exc) from None
+
+    @app.exception_handler(HttpError)
+    async def http_error(request: Request, exc: HttpError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(HttpError(400, "INVALID_ARGUMENT", problems).body(), status_code=400)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(HttpError(404, HTTP_CODE_NAMES[404], f"no route {request.url.path}").body(), 404)
+
+    # Libraries
+
+    @app.get("/v1/libraries", responses=_responses(pb.ListLibrariesResponse), tags=["libraries"])
+    async def list_libraries(request: Request) -> JSONResponse:
+        return JSONResponse(to_json(await call(request, gateway.ListLibraries, pb.ListLibrariesRequest())))
+
+    @app.post("/v1/libraries", responses=_responses(pb.CreateLibraryResponse), tags=["libraries"])
+    async def create_library(request: Request) -> JSONResponse:
+        """Body: a JSON `CreateLibraryRequest` (`name`, and optionally `model`,
+        `description`, `window_seconds`, `hop_seconds`)."""
+        try:
+            message = json_format.Parse(await request.body() or b"{}", pb.CreateLibraryRequest())
+        except json_format.ParseError as exc:
+            raise HttpError(400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}") from None
+        return JSONResponse(to_json(await call(request, gateway.CreateLibrary, message)))
+
+    @app.delete("/v1/libraries/{name}", responses=_responses(pb.DeleteLibraryResponse), tags=["libraries"])
+    async def delete_library(request: Request, name: str) -> JSONResponse:
+        response = await call(request, gateway.DeleteLibrary, pb.DeleteLibraryRequest(name=name))
+        return JSONResponse(to_json(response))
+
+    # Items
+
+    @app.post("/v1/libraries/{library}/items", responses=_responses(pb.InsertAudioResponse), tags=["items"])
+    async def insert(
+        request: Request,
+        library: str,
+        file: Annotated[UploadFile, File(description="an audio file: WAV, FLAC, OGG or MP3")],
+        tags: Annotated[list[str], Form(description="user tags (repeat the field)")] = [],  # noqa: B006 - FastAPI's form default
+    ) -> JSONResponse:
+        data = await _read_upload(file, config.max_upload_bytes)
+        name = Path(file.filename or "upload").name  # a label only: never a path to read
+        meta = pb.InsertAudioMetadata(library=library, name=name, source_uri=f"upload:{name}", tags=tags)
+        messages = _chunks(meta, data, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
+        return JSONResponse(to_json(await call(request, gateway.InsertAudio, iter(messages))))
+
+    @app.get("/v1/libraries/{library}/items", responses=_responses(pb.ListAudioResponse), tags=["items"])
+    async def list_items(
+        request: Request,
+        library: str,
+        page_size: Annotated[int, Query(ge=0, le=1000)] = 100,
+        page_token: str = "",
+        tag: str = "",
+    ) -> JSONResponse:
+        message = pb.ListAudioRequest(library=library, page_size=page_size, page_token=page_token, tag=tag)
+        return JSONResponse(to_json(await call(request, gateway.ListAudio, message)))
+
+    @app.get("/v1/items/{item_id}", responses=_responses(pb.GetAudioResponse), tags=["items"])
+    async def get_item(request: Request, item_id: int) -> JSONResponse:
+        return JSONResponse(to_json(await call(request, gateway.GetAudio, pb.GetAudioRequest(id=item_id))))
+
+    @app.delete("/v1/items/{item_id}", responses=_responses(pb.DeleteAudioResponse), tags=["items"])
+    async def delete_item(request: Request, item_id: int) -> JSONResponse:
+        return JSONResponse(to_json(await call(request, gateway.DeleteAudio, pb.DeleteAudioRequest(id=item_id))))
+
+    @app.get(
+        "/v1/items/{item_id}/audio",
+        tags=["items"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"audio/wav": {}}, "description": "the stretch, as WAV"}},
+    )
+    async def audio(
+        request: Request,
+        item_id: int,
+        start: Annotated[float, Query(ge=0, description="seconds from the item's start")] = 0.0,
+        end: Annotated[float, Query(ge=0, description="seconds; 0: the end of the item")] = 0.0,
+    ) -> StreamingResponse:
+        """The item's audio from `start` to `end`, for an audio element."""
+        token = request.headers.get("authorization")
+        stream = gateway.GetAudioSegment(
+            pb.GetAudioSegmentRequest(id=item_id, start_seconds=start, end_seconds=end),
+            timeout=config.rpc_timeout_seconds,
+            metadata=(("authorization", token),) if token else None,
+        )
+        try:
+            first = await stream.read()  # errors become JSON before any audio is sent
+        except grpc.aio.AioRpcError as exc:
+            raise HttpError.from_rpc(exc) from None
+        if first is grpc.aio.EOF:
+            raise HttpError(500, "INTERNAL", "the gateway sent no audio")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first.chunk
+            while (message := await stream.read()) is not grpc.aio.EOF:
+                yield message.chunk
+
+        headers = {
+            # A length lets the audio element know the duration before the last byte.
+            "Content-Length": str(first.total_bytes),
+            "X-Segment-Start": f"{first.start_seconds:.6f}",
+            "X-Segment-End": f"{first.end_seconds:.6f}",
+        }
+        return StreamingResponse(body(), media_type=first.content_type or "audio/wav", headers=headers)
+
+    # Search
+
+    @app.post("/v1/libraries/{library}/search", responses=_responses(pb.SearchAudioResponse), tags=["search"])
+    async def search(
+        request: Request,
+        library: str,
+        file: Annotated[UploadFile, File(description="the query clip")],
+        top_k: Annotated[int, Form()] = 10,
+        min_score: Annotated[float, Form()] = 0.0,
+        tags: Annotated[list[str], Form(description="only items with one of these tags")] = [],  # noqa: B006
+    ) -> JSONResponse:
+        data = await _read_upload(file, config.max_upload_bytes)
+        params = pb.SearchParams(library=library, top_k=top_k, min_score=min_score, tags=tags)
+        messages = _chunks(params, data, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
+        return JSONResponse(to_json(await call(request, gateway.SearchAudio, iter(messages))))
+
+    @app.get("/v1/stats", responses=_responses(pb.StatsResponse), tags=["libraries"])
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(to_json(await call(request, gateway.Stats, pb.StatsRequest())))
+
+    # Docs, the page, health
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="audiosearch API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            # 3.0.3: what the bundled Swagger UI (4.x) renders.
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes, openapi_version="3.0.3"
+            )
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for message in pb.DESCRIPTOR.message_types_by_name.values():
+                schema.add(message, components)
+            components["Error"] = schema.ERROR
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

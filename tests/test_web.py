@@ -1,0 +1,145 @@
+"""The HTTP/JSON API against the real stack: the same fields as the gRPC
+API, gRPC codes as HTTP statuses with a JSON error, multipart uploads,
+segment playback, and /docs served without the internet."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+import soundfile as sf
+
+from tests.sounds import encode, excerpt, sound
+from tests.web_server import web_server
+
+
+@pytest.fixture
+async def web(stack):  # type: ignore[no-untyped-def]
+    async with web_server(stack.address("gateway")) as base, httpx.AsyncClient(base_url=base, timeout=60) as client:
+        yield client
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code and error["http_status"] == status
+    return error["message"]
+
+
+async def test_library_insert_search_play_delete(web: httpx.AsyncClient) -> None:
+    created = await web.post("/v1/libraries", json={"name": "sfx", "model": "spectral-v1"})
+    assert created.status_code == 200, created.text
+    assert created.json()["library"]["name"] == "sfx" and created.json()["library"]["model"] == "spectral-v1"
+    ids = {}
+    for seed in range(3):
+        data = encode(sound(seed, seconds=5.0), fmt="FLAC")
+        response = await web.post(
+            "/v1/libraries/sfx/items", files={"file": (f"s{seed}.flac", data, "audio/flac")}, data={"tags": ["demo"]}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["created"] is True and body["item"]["user_tags"] == ["demo"]
+        ids[seed] = body["item"]["id"]  # int64: a string in proto3 JSON
+    again = await web.post(
+        "/v1/libraries/sfx/items", files={"file": ("dup.flac", encode(sound(0, seconds=5.0), fmt="FLAC"))}
+    )
+    assert again.json()["created"] is False and again.json()["item"]["id"] == ids[0]
+
+    clip = encode(excerpt(sound(2, seconds=5.0), 1.0, 4.0), fmt="WAV")
+    response = await web.post("/v1/libraries/sfx/search", files={"file": ("q.wav", clip)}, data={"top_k": "2"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"results", "model", "min_evidence"}  # SearchAudioResponse's fields
+    top = body["results"][0]
+    assert top["item"]["id"] == ids[2] and top["item"]["name"] == "s2.flac"
+    assert {"item", "score", "item_range", "query_range", "evidence"} == set(top)
+    start, end = top["item_range"]["start_seconds"], top["item_range"]["end_seconds"]
+    assert start == pytest.approx(1.0, abs=0.6) and end > start
+
+    audio = await web.get(f"/v1/items/{ids[2]}/audio", params={"start": start, "end": end})
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    frames, rate = sf.read(io.BytesIO(audio.content))
+    assert len(frames) / rate == pytest.approx(end - start, abs=0.01)
+    assert float(audio.headers["x-segment-start"]) == pytest.approx(start, abs=1e-3)
+
+    listed = await web.get("/v1/libraries/sfx/items")
+    assert sorted(i["id"] for i in listed.json()["items"]) == sorted(ids.values())
+    assert (await web.get(f"/v1/items/{ids[1]}")).json()["item"]["name"] == "s1.flac"
+    assert (await web.delete(f"/v1/items/{ids[1]}")).status_code == 200
+    error_of(await web.get(f"/v1/items/{ids[1]}"), 404, "NOT_FOUND")
+    stats = (await web.get("/v1/stats")).json()
+    assert stats["libraries"][0]["items"] == "2" or stats["libraries"][0]["items"] == 2
+    assert (await web.delete("/v1/libraries/sfx")).json()["deleted_items"] in (2, "2")
+
+
+async def test_errors_are_json_with_the_http_status_of_the_grpc_code(web: httpx.AsyncClient) -> None:
+    error_of(await web.get("/v1/items/987654"), 404, "NOT_FOUND")
+    error_of(await web.get("/v1/items/987654/audio"), 404, "NOT_FOUND")
+    error_of(await web.get("/v1/libraries/nolib/items"), 404, "NOT_FOUND")
+    error_of(await web.get("/no/such/route"), 404, "NOT_FOUND")
+    assert (await web.post("/v1/libraries", json={"name": "lib", "model": "spectral-v1"})).status_code == 200
+    error_of(await web.post("/v1/libraries", json={"name": "lib", "model": "spectral-v1"}), 409, "ALREADY_EXISTS")
+    error_of(await web.post("/v1/libraries", json={"name": "Bad Name!"}), 400, "INVALID_ARGUMENT")
+    error_of(await web.post("/v1/libraries", content=b"{not json"), 400, "INVALID_ARGUMENT")
+    error_of(await web.post("/v1/libraries", json={"nmae": "typo"}), 400, "INVALID_ARGUMENT")
+    # A bad upload: not audio, empty, missing, a wrong parameter type.
+    message = error_of(
+        await web.post("/v1/libraries/lib/items", files={"file": ("x.wav", b"not audio at all" * 100)}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    assert message
+    error_of(await web.post("/v1/libraries/lib/items", files={"file": ("e.wav", b"")}), 400, "INVALID_ARGUMENT")
+    error_of(await web.post("/v1/libraries/lib/items", data={"tags": ["x"]}), 400, "INVALID_ARGUMENT")
+    clip = encode(sound(1, seconds=2.0))
+    error_of(
+        await web.post("/v1/libraries/lib/search", files={"file": ("q.wav", clip)}, data={"top_k": "many"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(
+        await web.post("/v1/libraries/lib/search", files={"file": ("q.wav", clip)}, data={"top_k": "0"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(await web.get("/v1/items/abc"), 400, "INVALID_ARGUMENT")
+    # Nothing was stored by the failures, and the service still serves.
+    assert (await web.get("/v1/libraries/lib/items")).json()["items"] == []
+
+
+async def test_an_upload_over_the_limit_is_413(stack) -> None:  # type: ignore[no-untyped-def]
+    async with (
+        web_server(stack.address("gateway"), max_upload_bytes=1000) as base,
+        httpx.AsyncClient(base_url=base) as web,
+    ):
+        await web.post("/v1/libraries", json={"name": "lib", "model": "spectral-v1"})
+        response = await web.post("/v1/libraries/lib/items", files={"file": ("big.wav", encode(sound(1, seconds=2.0)))})
+        error_of(response, 413, "RESOURCE_EXHAUSTED")
+
+
+async def test_docs_and_openapi_are_served_from_the_package(web: httpx.AsyncClient) -> None:
+    docs = await web.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # nothing fetched from the internet
+    assert (await web.get("/docs-assets/swagger-ui-bundle.js")).status_code == 200
+    spec = (await web.get("/openapi.json")).json()
+    assert spec["openapi"] == "3.0.3"
+    assert {"/v1/libraries", "/v1/libraries/{library}/search", "/v1/items/{item_id}/audio"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    # The response schemas are the proto messages, field for field.
+    assert set(schemas["audiosearch.gateway.v1.SearchResult"]["properties"]) == {
+        "item",
+        "score",
+        "item_range",
+        "query_range",
+        "evidence",
+    }
+    assert schemas["audiosearch.gateway.v1.AudioItem"]["properties"]["id"] == {"type": "string", "format": "int64"}
+    ok = spec["paths"]["/v1/libraries/{library}/search"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/audiosearch.gateway.v1.SearchAudioResponse"
+    }
+    page = await web.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
