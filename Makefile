@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check test demo samples eval bench bench-gpu serve clean
+.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check test demo samples eval bench bench-gpu bench-observability serve clean
 
 all: venv
 
@@ -118,6 +118,10 @@ bench: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
 	$(PY) bench/pipeline.py $(SAMPLES) bench/results/latest.json
 	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
+
+# What the per-RPC interceptors (metrics, tracing) cost, against a bare server.
+bench-observability: $(VENV)/.installed
+	$(PY) bench/observability.py
 
 # Cnn14 on a CUDA GPU (needs a CUDA build of torch): clips/s, fraction of
 # the card's bf16 peak, and the cosine of the production path to fp32.

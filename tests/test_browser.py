@@ -70,7 +70,7 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     assert "matches" in seen["meta"] and "of 10.7 s" in seen["meta"]
     assert "/audio?start=" in seen["player"]["src"]
     assert seen["player"]["duration"] == pytest.approx(end - start, abs=0.05)  # the segment, not the file
-    assert seen["after_delete_status"] == 404
+    assert seen["after_delete_status"] == 404 and seen["items_left"] == 2
     assert seen["page_errors"] == []
     assert seen["docs_title"].startswith("audiosearch") and seen["docs_operations"] >= 10
     assert screenshot.stat().st_size > 10_000

@@ -166,13 +166,17 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
         target = folder / ("nested" if seed % 2 else "") / f"sound{seed}.{fmt.lower()}"
         target.write_bytes(encode(sound(seed, seconds=4.0 + seed), fmt=fmt, channels=1 + seed % 2))
     (folder / "notes.txt").write_text("not audio, skipped by extension")
+    broken = folder / "gone.wav"  # a dangling link: reported as failed, the rest still goes in
+    broken.symlink_to(tmp_path / "nowhere.wav")
 
     code, report = cli(env, "index", str(folder), "--library", "e2e")
-    assert code == 0, report
-    assert (report["added"], report["existing"], report["failed"], report["model"]) == (6, 0, [], "fingerprint-v1")
+    assert code == 1, report  # one file failed
+    assert (report["added"], report["existing"], report["model"]) == (6, 0, "fingerprint-v1")
+    assert [(f["path"], f["code"]) for f in report["failed"]] == [(str(broken), "NOT_FOUND")]
     assert report["skipped"] == 1  # notes.txt
+    broken.unlink()
     code, report = cli(env, "index", str(folder), "--library", "e2e")
-    assert code == 0 and (report["added"], report["existing"]) == (0, 6)
+    assert code == 0 and (report["added"], report["existing"], report["failed"]) == (0, 6, [])
 
     query = tmp_path / "query.wav"
     sf.write(query, excerpt(sound(3, seconds=7.0), 2.0, 5.0), 44100)

@@ -1,5 +1,6 @@
 """The deployment's promises, checked offline over k8s/: hardened pods,
-probes, resources, identities, network isolation, production's GPU,
+probes (gRPC health; HTTP for the web front end), resources, identities,
+network isolation, production's GPU,
 autoscaling and disruption budgets, no credentials in git, and config that
 names real settings.
 
@@ -37,8 +38,10 @@ MONITORING_NAMESPACE = "monitoring"
 class Svc:
     name: str
     port: int
-    health: str
+    health: str  # gRPC: the health service name; HTTP: the health path
     config: str  # module:class
+    protocol: str = "grpc"  # or "http": no metrics port, no audiosearch-common
+    public: bool = False  # reachable from outside the namespace
 
     @property
     def label(self) -> str:
@@ -55,12 +58,24 @@ class Svc:
 SERVICES = {
     s.name: s
     for s in (
-        Svc("gateway", 50051, "audiosearch.gateway.v1.GatewayService", "services.gateway.config:GatewayConfig"),
+        Svc(
+            "gateway",
+            50051,
+            "audiosearch.gateway.v1.GatewayService",
+            "services.gateway.config:GatewayConfig",
+            public=True,
+        ),
         Svc("embedder", 50052, "audiosearch.embedder.v1.EmbedderService", "services.embedder.config:EmbedderConfig"),
         Svc("search", 50053, "audiosearch.search.v1.SearchService", "services.search.config:SearchConfig"),
         Svc("catalog", 50054, "audiosearch.catalog.v1.CatalogService", "services.catalog.config:CatalogConfig"),
+        Svc("web", 8080, "/healthz", "services.web.config:WebConfig", protocol="http", public=True),
     )
 }
+GRPC_SERVICES = [s for s in SERVICES.values() if s.protocol == "grpc"]
+HTTP_SERVICES = [s for s in SERVICES.values() if s.protocol == "http"]
+# The web front end's uploads: spooled to /tmp, then held in memory about
+# twice (bytes and gRPC chunks). The pod must fit this many at the limit.
+CONCURRENT_UPLOADS = 4
 # Third-party workloads of the dev overlay: who may call them, on which port.
 DATA_STORES = {"milvus": ("search", 19530), "postgres": ("catalog", 5432)}
 
@@ -286,7 +301,7 @@ def test_every_container_has_readiness_and_liveness_probes(trees: Trees, tree: s
 @pytest.mark.parametrize("tree", APP_TREES)
 def test_services_probe_their_grpc_health(trees: Trees, tree: str) -> None:
     docs = trees(tree)
-    for svc in SERVICES.values():
+    for svc in GRPC_SERVICES:
         c = main_container(deployment(docs, svc), svc.name)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports == {"grpc": svc.port, "metrics": METRICS_PORT}, f"{svc.name}: ports {ports}"
@@ -298,9 +313,30 @@ def test_services_probe_their_grpc_health(trees: Trees, tree: str) -> None:
 
 
 @pytest.mark.parametrize("tree", APP_TREES)
+def test_http_services_probe_their_http_health(trees: Trees, tree: str) -> None:
+    docs = trees(tree)
+    assert HTTP_SERVICES
+    for svc in HTTP_SERVICES:
+        d = deployment(docs, svc)
+        c = main_container(d, svc.name)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"http": svc.port}, f"{svc.name}: ports {ports} (no metrics port: it serves none)"
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = c.get(kind) or {}
+            assert "grpc" not in probe and "exec" not in probe, f"{svc.name}: {kind} {probe}"
+            get = probe.get("httpGet", {})
+            assert get.get("path") == svc.health and get.get("port") in (svc.port, "http"), f"{svc.name}: {kind}"
+            assert get.get("scheme", "HTTP") == "HTTP", f"{svc.name}: {kind} {get}"
+        # A preStop pause keeps serving while the pod leaves the endpoints.
+        pause = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        assert pause[:1] == ["sleep"], f"{svc.name}: preStop {pause}"
+        assert pod_spec(d).get("terminationGracePeriodSeconds", 30) > float(pause[1]), svc.name
+
+
+@pytest.mark.parametrize("tree", APP_TREES)
 def test_pods_outlive_their_drain(trees: Trees, tree: str) -> None:
     docs = trees(tree)
-    for svc in SERVICES.values():
+    for svc in GRPC_SERVICES:
         d = deployment(docs, svc)
         grace = float(env_of(docs, main_container(d, svc.name)).get(env_name("shutdown_grace_seconds"), 10))
         assert pod_spec(d).get("terminationGracePeriodSeconds", 30) > grace, svc.name
@@ -325,7 +361,7 @@ def test_each_service_has_its_own_service_account(trees: Trees, tree: str) -> No
 @pytest.mark.parametrize("tree", APP_TREES)
 def test_services_expose_grpc_and_metrics(trees: Trees, tree: str) -> None:
     docs = trees(tree)
-    for svc in SERVICES.values():
+    for svc in GRPC_SERVICES:
         service = named(docs, "Service", svc.name)
         spec = service["spec"]
         assert spec.get("type", "ClusterIP") == "ClusterIP", svc.name
@@ -333,6 +369,47 @@ def test_services_expose_grpc_and_metrics(trees: Trees, tree: str) -> None:
         ports = {p["name"]: p for p in spec["ports"]}
         assert ports["grpc"]["port"] == svc.port and ports["grpc"].get("appProtocol") == "grpc", svc.name
         assert ports["metrics"]["port"] == METRICS_PORT, svc.name
+
+
+@pytest.mark.parametrize("tree", APP_TREES)
+def test_http_services_expose_http_only(trees: Trees, tree: str) -> None:
+    docs = trees(tree)
+    for svc in HTTP_SERVICES:
+        spec = named(docs, "Service", svc.name)["spec"]
+        assert spec.get("type", "ClusterIP") == "ClusterIP", svc.name
+        assert selects({"matchLabels": spec["selector"]}, pod_labels(deployment(docs, svc))), svc.name
+        ports = {p["name"]: p for p in spec["ports"]}
+        assert set(ports) == {"http"}, f"{svc.name}: Service ports {sorted(ports)}"
+        http = ports["http"]
+        assert http["port"] == svc.port and http.get("targetPort") in ("http", svc.port), svc.name
+        assert http.get("appProtocol") == "http", svc.name
+        # No metrics endpoint: an annotation would have Prometheus scrape a 404.
+        notes = template(deployment(docs, svc))["metadata"].get("annotations", {})
+        assert not any(k.startswith("prometheus.io/") for k in notes), f"{svc.name}: {notes}"
+
+
+@pytest.mark.parametrize("tree", APP_TREES)
+def test_read_only_root_has_a_bounded_tmp(trees: Trees, tree: str) -> None:
+    """Each service writes only to volumes: /tmp is a size-limited emptyDir;
+    the web front end's fits its concurrent uploads on disk and in memory."""
+    docs = trees(tree)
+    for svc in SERVICES.values():
+        d = deployment(docs, svc)
+        c = main_container(d, svc.name)
+        mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"), None)
+        assert mount, f"{svc.name}: no /tmp volume on a read-only root filesystem"
+        volume = next(v for v in pod_spec(d)["volumes"] if v["name"] == mount["name"])
+        assert volume.get("emptyDir", {}).get("sizeLimit"), f"{svc.name}: /tmp must be a size-limited emptyDir"
+    for svc in HTTP_SERVICES:
+        d = deployment(docs, svc)
+        c = main_container(d, svc.name)
+        upload = int(env_of(docs, c)[env_name("max_upload_bytes")])
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+        tmp = next(v for v in pod_spec(d)["volumes"] if v["name"] == mount["name"])["emptyDir"]
+        assert tmp.get("medium") != "Memory", f"{svc.name}: spooled uploads would count as memory"
+        assert quantity(tmp["sizeLimit"]) >= CONCURRENT_UPLOADS * upload, f"{svc.name}: /tmp {tmp['sizeLimit']}"
+        memory = quantity(c["resources"]["limits"]["memory"])
+        assert memory >= CONCURRENT_UPLOADS * 2 * upload, f"{svc.name}: memory limit for {CONCURRENT_UPLOADS} uploads"
 
 
 @pytest.mark.parametrize("tree", APP_TREES)
@@ -350,7 +427,7 @@ def test_recommended_labels(trees: Trees, tree: str) -> None:
 @pytest.mark.parametrize("tree", APP_TREES)
 def test_metrics_are_scrapable(trees: Trees, tree: str) -> None:
     docs = trees(tree)
-    for svc in SERVICES.values():
+    for svc in GRPC_SERVICES:
         d = deployment(docs, svc)
         notes = template(d)["metadata"].get("annotations", {})
         assert notes.get("prometheus.io/scrape") == "true", svc.name
@@ -393,6 +470,26 @@ def test_configured_values_parse(trees: Trees, tree: str) -> None:
                     cfg.load(svc.klass(), environ=env)
                 except cfg.ConfigError as exc:
                     pytest.fail(f"{tree} {wid(w)} container {c['name']}: {exc}")
+
+
+@pytest.mark.parametrize("tree", APP_TREES)
+def test_web_reads_only_its_config_and_calls_the_gateway(trees: Trees, tree: str) -> None:
+    docs = trees(tree)
+    gateway = SERVICES["gateway"]
+    gw_env = env_of(docs, main_container(deployment(docs, gateway), gateway.name))
+    for svc in HTTP_SERVICES:
+        c = main_container(deployment(docs, svc), svc.name)
+        sources = [s.get("configMapRef", {}).get("name") for s in c.get("envFrom", [])]
+        # audiosearch-common holds gRPC server settings WebConfig does not have.
+        assert sources == [f"{svc.name}-config"], f"{svc.name}: envFrom {sources}"
+        env = env_of(docs, c)
+        assert env.get(env_name("http_listen")) == f"0.0.0.0:{svc.port}", svc.name
+        addr = str(env[env_name("gateway_addr")]).removeprefix("dns:///")
+        host, _, port = addr.rpartition(":")
+        ports = {p["name"]: p["port"] for p in named(docs, "Service", host.split(".")[0])["spec"]["ports"]}
+        assert host.split(".")[0] == gateway.name and ports.get("grpc") == int(port) == gateway.port, addr
+        # A larger limit than the gateway's would only be refused there.
+        assert int(env[env_name("max_upload_bytes")]) <= int(gw_env[env_name("max_upload_bytes")]), svc.name
 
 
 # Read by the CLI, not by a service.
@@ -468,7 +565,8 @@ def test_network_policies_isolate_the_services(trees: Trees, tree: str) -> None:
     ]
     assert deny, "no default-deny ingress policy for the namespace"
     gateway = workload_for(docs, SERVICES["gateway"].label)
-    callers = {svc.label: gateway for svc in SERVICES.values() if svc.name != "gateway"}
+    doors = {workload_for(docs, svc.label): svc for svc in SERVICES.values() if svc.public}
+    callers = {svc.label: gateway for svc in SERVICES.values() if not svc.public}
     callers |= {store: workload_for(docs, SERVICES[caller].label) for store, (caller, _) in DATA_STORES.items()}
     problems, public = [], set()
     for w in workloads(docs):
@@ -486,17 +584,24 @@ def test_network_policies_isolate_the_services(trees: Trees, tree: str) -> None:
                     continue
                 if outside:
                     public.add(who)
-                if who == gateway and port["containerPort"] == SERVICES["gateway"].port:
+                if who in doors and port["containerPort"] == doors[who].port:
                     if Peer("any") not in peers:
-                        problems.append(f"{where}: the gateway must accept gRPC from anywhere")
+                        problems.append(f"{where}: {doors[who].name} must accept {doors[who].protocol} from anywhere")
                     continue
                 inside = {p for p in peers if p.kind == "pods"}
                 expected = callers.get(labels.get(NAME))
                 allowed = set().union(*(p.pods for p in inside)) if inside else set()
                 if outside or (expected and allowed != {expected}) or (not expected and allowed):
                     problems.append(f"{where}: reachable by {sorted(allowed)} {outside or ''}, expected {expected}")
-    if public != {gateway}:
-        problems.append(f"only the gateway may accept traffic from outside the namespace, not {sorted(public)}")
+    if public != set(doors):
+        problems.append(f"only {sorted(doors)} may accept traffic from outside the namespace, not {sorted(public)}")
+    # The web front end is a client of the gateway: its pods must get through.
+    grpc_port = {"name": "grpc", "containerPort": SERVICES["gateway"].port}
+    gateway_peers = peers_of(docs, pod_labels(deployment(docs, SERVICES["gateway"])), grpc_port)
+    for svc in HTTP_SERVICES:
+        web = workload_for(docs, svc.label)
+        if Peer("any") not in gateway_peers and not any(web in p.pods for p in gateway_peers if p.kind == "pods"):
+            problems.append(f"{web} cannot reach the gateway's gRPC port: {gateway_peers}")
     report(problems)
 
 
@@ -628,10 +733,10 @@ def test_production_embedder_runs_on_gpu_nodes(trees: Trees) -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "replicas on several nodes share the weights"
 
 
-def test_production_autoscales_embedder_and_gateway(trees: Trees) -> None:
+def test_production_autoscales_embedder_gateway_and_web(trees: Trees) -> None:
     docs = trees("production")
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")}
-    assert set(hpas) == {"embedder", "gateway"}
+    assert set(hpas) == {"embedder", "gateway", "web"}
     for name, hpa in hpas.items():
         assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
         assert hpa["spec"]["minReplicas"] >= 2, name
@@ -642,18 +747,21 @@ def test_production_autoscales_embedder_and_gateway(trees: Trees) -> None:
         for m in hpas["embedder"]["spec"]["metrics"]
     }
     assert metrics == {("Pods", "audiosearch_embedder_queue_depth"), ("Resource", "cpu")}, metrics
-    assert [m["resource"]["name"] for m in hpas["gateway"]["spec"]["metrics"]] == ["cpu"]
+    for name in ("gateway", "web"):
+        assert [m["resource"]["name"] for m in hpas[name]["spec"]["metrics"]] == ["cpu"], name
     for name in ("search", "catalog"):
         assert deployment(docs, SERVICES[name])["spec"]["replicas"] >= 2, name
 
 
-def test_production_budgets_cover_the_four_services(trees: Trees) -> None:
+def test_production_budgets_cover_every_service(trees: Trees) -> None:
     docs = trees("production")
     pdbs = of_kind(docs, "PodDisruptionBudget")
     assert all(p["apiVersion"] == "policy/v1" for p in pdbs)
     for svc in SERVICES.values():
         labels = pod_labels(deployment(docs, svc))
-        assert [p for p in pdbs if selects(p["spec"]["selector"], labels)], f"no PDB selects {svc.name}"
+        chosen = [p for p in pdbs if selects(p["spec"]["selector"], labels)]
+        assert chosen, f"no PDB selects {svc.name}"
+        assert all(p["spec"].get("maxUnavailable") == 1 for p in chosen), f"{svc.name}: maxUnavailable 1"
 
 
 def test_production_secrets_are_external_and_required(trees: Trees) -> None:
@@ -685,6 +793,6 @@ def test_production_tracing_is_on_and_milvus_is_a_cluster(trees: Trees) -> None:
     # The operator names the proxy Service <name>-milvus in the CR's namespace.
     host = urlsplit(env[env_name("milvus_uri")]).hostname
     assert host.split(".")[:2] == [f"{milvus['metadata']['name']}-milvus", milvus["metadata"]["namespace"]], host
-    for svc in ("gateway", "search", "catalog"):
+    for svc in ("gateway", "search", "catalog", "web"):
         spread = pod_spec(deployment(docs, SERVICES[svc])).get("topologySpreadConstraints", [])
         assert spread, f"{svc}: replicas should spread over nodes and zones"

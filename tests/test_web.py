@@ -105,6 +105,19 @@ async def test_errors_are_json_with_the_http_status_of_the_grpc_code(web: httpx.
         "INVALID_ARGUMENT",
     )
     error_of(await web.get("/v1/items/abc"), 400, "INVALID_ARGUMENT")
+    error_of(await web.get("/v1/items/99999999999999999999"), 400, "INVALID_ARGUMENT")  # beyond int64
+    error_of(await web.get("/v1/items/99999999999999999999/audio"), 400, "INVALID_ARGUMENT")
+    error_of(
+        await web.post("/v1/libraries/lib/search", files={"file": ("q.wav", clip)}, data={"top_k": str(2**40)}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(await web.put("/v1/libraries"), 405, "UNIMPLEMENTED")
+    bad_multipart = await web.post(
+        "/v1/libraries/lib/items", content=b"garbage", headers={"content-type": "multipart/form-data"}
+    )
+    assert bad_multipart.status_code == 400 and bad_multipart.json()["error"]["code"] == "INVALID_ARGUMENT"
+    error_of(await web.post("/v1/libraries", content=b"\xff\xfe{"), 400, "INVALID_ARGUMENT")
     # Nothing was stored by the failures, and the service still serves.
     assert (await web.get("/v1/libraries/lib/items")).json()["items"] == []
 
@@ -117,6 +130,20 @@ async def test_an_upload_over_the_limit_is_413(stack) -> None:  # type: ignore[n
         await web.post("/v1/libraries", json={"name": "lib", "model": "spectral-v1"})
         response = await web.post("/v1/libraries/lib/items", files={"file": ("big.wav", encode(sound(1, seconds=2.0)))})
         error_of(response, 413, "RESOURCE_EXHAUSTED")
+        # A body far over the limit is refused from its Content-Length, before it is parsed.
+        huge = await web.post("/v1/libraries/lib/items", files={"file": ("huge.wav", b"x" * (3 << 20))})
+        error_of(huge, 413, "RESOURCE_EXHAUSTED")
+        assert "request is larger" in huge.json()["error"]["message"]
+
+        async def endless():  # chunked: no Content-Length to judge by, counted as it arrives
+            yield b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            for _ in range(4):
+                yield b"x" * (1 << 20)
+
+        streamed = await web.post(
+            "/v1/libraries/lib/items", content=endless(), headers={"content-type": "multipart/form-data; boundary=zz"}
+        )
+        error_of(streamed, 413, "RESOURCE_EXHAUSTED")
 
 
 async def test_docs_and_openapi_are_served_from_the_package(web: httpx.AsyncClient) -> None:

@@ -73,6 +73,13 @@ def audio_files(paths: list[str], skipped: list[str] | None = None) -> Iterator[
             raise CliError("NOT_FOUND", f"no such file or directory: {raw}")
 
 
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def file_chunks(path: Path, first: Any, make: Any) -> Iterator[Any]:
     with path.open("rb") as f:
         yield make(first, f.read(CHUNK))
@@ -115,6 +122,10 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
     def insert(path: Path) -> tuple[Path, Any]:
         meta = pb.InsertAudioMetadata(library=lib.name, name=path.name, source_uri=str(path.resolve()), tags=args.tag)
         try:
+            path.open("rb").close()  # unreadable (a broken link, no permission): a failed file, not a crash
+        except OSError as exc:
+            return path, exc
+        try:
             return path, client.InsertAudio(
                 file_chunks(path, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c)), timeout=TIMEOUT
             )
@@ -122,7 +133,7 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
             return path, exc
 
     # Progress in bytes (rate in MB/s, time left), the files done beside it.
-    total = sum(f.stat().st_size for f in files)
+    total = sum(size_of(f) for f in files)
     with (
         ThreadPoolExecutor(max_workers=args.jobs) as pool,
         tqdm(
@@ -130,9 +141,11 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
         ) as bar,
     ):
         for done, (path, result) in enumerate(pool.map(insert, files), 1):
-            bar.update(path.stat().st_size)
+            bar.update(size_of(path))
             if isinstance(result, grpc.RpcError):
                 failed.append({"path": str(path), "code": result.code().name, "message": result.details()})
+            elif isinstance(result, OSError):
+                failed.append({"path": str(path), "code": "NOT_FOUND", "message": f"cannot read: {result.strerror}"})
             else:
                 (added if result.created else existing).append(item_dict(result.item))
             bar.set_postfix_str(f"{done}/{len(files)} files, {len(failed)} failed", refresh=False)

@@ -54,6 +54,8 @@ class AudioStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before the item can become READY
             os.replace(tmp, path)  # readers see the whole file or none
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -86,7 +88,10 @@ class AudioStore:
             raise InvalidArgument(f"start and end must be seconds from 0, got {start} and {end}")
         if duration and start >= duration:
             raise InvalidArgument(f"start {start} s is past the end of the item ({duration:.2f} s)")
-        end = end or min(duration or start + MAX_SEGMENT_SECONDS, start + MAX_SEGMENT_SECONDS)
+        if end == 0:
+            end = min(duration or start + MAX_SEGMENT_SECONDS, start + MAX_SEGMENT_SECONDS)
+        elif duration:
+            end = min(end, duration)  # clipped first: a range past the end is fine, as at the end
         if end <= start:
             raise InvalidArgument(f"end ({end} s) must be after start ({start} s)")
         if end - start > MAX_SEGMENT_SECONDS:

@@ -167,8 +167,8 @@ class Gateway:
         # a crash before the drop leaves only a collection that repair (or
         # creating the name again) removes.
         deleted = await self.catalog.delete_library(name)
+        await self.audio.drop(name)  # before the collection: repair finds a leftover collection, not files
         await self.vectors.drop(name)
-        await self.audio.drop(name)
         return deleted
 
     # Items

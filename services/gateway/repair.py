@@ -1,9 +1,10 @@
 """Bringing the catalog and the vector store back into agreement.
 
 Writes follow one order, which is what makes every leftover recognisable:
-- insert: catalog row PENDING -> vectors -> READY;
-- delete: DELETING -> vectors -> row;
-- library: row -> collection on create, row -> collection on delete.
+- insert: catalog row PENDING -> kept upload -> vectors -> READY;
+- delete: DELETING -> vectors -> kept upload -> row;
+- library: row -> collection on create, row -> kept uploads -> collection
+  on delete (a collection left without a row takes its uploads with it).
 
 So vectors without a row are orphans, a DELETING row is an unfinished
 delete, a PENDING row untouched for `stale_after` is an abandoned insert,
@@ -84,6 +85,7 @@ class Repair:
                 pass
             if self._found(ORPHAN_COLLECTION, name, 0, "vector collection of a library the catalog does not hold"):
                 await self.vectors.drop(name)
+                await self.gateway.audio.drop(name)  # and its kept uploads
         return self.actions
 
     async def _library(self, lib: Library, has_collection: bool) -> None:

@@ -6,6 +6,7 @@ only what the gateway returns: never a path from the request."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,19 +16,25 @@ import swagger_ui_bundle
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.web import schema
 from services.web.config import WebConfig
 from services.web.errors import HTTP_CODE_NAMES, HttpError
 
 STATIC = Path(__file__).with_name("static")
+# Item ids are int64 in the protos: larger numbers are a 400, not a crash.
+ItemId = Annotated[int, FastApiPath(ge=-(2**63), le=2**63 - 1)]
 CHUNK = 256 * 1024  # upload messages to the gateway
+
+log = logging.getLogger(__name__)
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -45,18 +52,80 @@ def _responses(message: type[Message]) -> dict[int | str, dict[str, Any]]:
     }
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
+def _check_size(upload: UploadFile, limit: int) -> None:
+    if upload.size is not None and upload.size > limit:
         raise HttpError(413, "RESOURCE_EXHAUSTED", f"{upload.filename}: larger than the {limit}-byte upload limit")
-    if not data:
+
+
+async def _upload_messages(upload: UploadFile, first: Message, make: Any) -> AsyncIterator[Message]:
+    """The parameters with the first chunk, then the rest, read from the
+    spooled upload a chunk at a time (never the whole file in memory)."""
+    chunk = await upload.read(CHUNK)
+    if not chunk:
         raise HttpError(400, "INVALID_ARGUMENT", f"{upload.filename or 'the upload'} is empty")
-    return data
+    yield make(first, chunk)
+    while chunk := await upload.read(CHUNK):
+        yield make(None, chunk)
 
 
-def _chunks(first: Message, data: bytes, make: Any) -> list[Message]:
-    """The first message with the parameters, then the bytes in chunks."""
-    return [make(first, data[:CHUNK])] + [make(None, data[i : i + CHUNK]) for i in range(CHUNK, len(data), CHUNK)]
+async def _first_chunk_checked(messages: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    """`messages` with its first one taken before the call, so an empty
+    upload is a 400 here, not a half-started RPC."""
+    first = await messages.__anext__()
+
+    async def rest() -> AsyncIterator[Message]:
+        yield first
+        async for message in messages:
+            yield message
+
+    return rest()
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes with 413, from its
+    Content-Length at once, else while it arrives: the multipart parser
+    would otherwise spool any size to disk before a route could look."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+            return
+        seen, exceeded, answered = 0, False, False
+
+        async def counted() -> Any:
+            # Past the limit the app is told the client left, so it stops reading.
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                exceeded = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Any) -> None:
+            # Whatever the app answers to the cut-off body is replaced by the 413.
+            nonlocal answered
+            if not exceeded:
+                await send(message)
+            elif not answered:
+                answered = True
+                await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+
+        await self.app(scope, counted, guarded)
+        if exceeded and not answered:
+            await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+
+    def error(self) -> HttpError:
+        return HttpError(413, "RESOURCE_EXHAUSTED", f"the request is larger than the {self.limit}-byte upload limit")
 
 
 def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
@@ -86,9 +155,18 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse(HttpError(400, "INVALID_ARGUMENT", problems).body(), status_code=400)
 
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(HttpError(404, HTTP_CODE_NAMES[404], f"no route {request.url.path}").body(), 404)
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, unparsable multipart bodies: the same JSON as every error.
+        message = f"no route {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        code = HTTP_CODE_NAMES.get(exc.status_code, "INVALID_ARGUMENT" if exc.status_code < 500 else "INTERNAL")
+        return JSONResponse(HttpError(exc.status_code, code, message).body(), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        body = HttpError(500, "INTERNAL", f"internal error: {type(exc).__name__}: {exc}").body()
+        return JSONResponse(body, status_code=500)
 
     # Libraries
 
@@ -102,7 +180,7 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         `description`, `window_seconds`, `hop_seconds`)."""
         try:
             message = json_format.Parse(await request.body() or b"{}", pb.CreateLibraryRequest())
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
             raise HttpError(400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}") from None
         return JSONResponse(to_json(await call(request, gateway.CreateLibrary, message)))
 
@@ -120,11 +198,11 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         file: Annotated[UploadFile, File(description="an audio file: WAV, FLAC, OGG or MP3")],
         tags: Annotated[list[str], Form(description="user tags (repeat the field)")] = [],  # noqa: B006 - FastAPI's form default
     ) -> JSONResponse:
-        data = await _read_upload(file, config.max_upload_bytes)
+        _check_size(file, config.max_upload_bytes)
         name = Path(file.filename or "upload").name  # a label only: never a path to read
         meta = pb.InsertAudioMetadata(library=library, name=name, source_uri=f"upload:{name}", tags=tags)
-        messages = _chunks(meta, data, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.InsertAudio, iter(messages))))
+        messages = _upload_messages(file, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
+        return JSONResponse(to_json(await call(request, gateway.InsertAudio, await _first_chunk_checked(messages))))
 
     @app.get("/v1/libraries/{library}/items", responses=_responses(pb.ListAudioResponse), tags=["items"])
     async def list_items(
@@ -138,11 +216,11 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         return JSONResponse(to_json(await call(request, gateway.ListAudio, message)))
 
     @app.get("/v1/items/{item_id}", responses=_responses(pb.GetAudioResponse), tags=["items"])
-    async def get_item(request: Request, item_id: int) -> JSONResponse:
+    async def get_item(request: Request, item_id: ItemId) -> JSONResponse:
         return JSONResponse(to_json(await call(request, gateway.GetAudio, pb.GetAudioRequest(id=item_id))))
 
     @app.delete("/v1/items/{item_id}", responses=_responses(pb.DeleteAudioResponse), tags=["items"])
-    async def delete_item(request: Request, item_id: int) -> JSONResponse:
+    async def delete_item(request: Request, item_id: ItemId) -> JSONResponse:
         return JSONResponse(to_json(await call(request, gateway.DeleteAudio, pb.DeleteAudioRequest(id=item_id))))
 
     @app.get(
@@ -153,7 +231,7 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
     )
     async def audio(
         request: Request,
-        item_id: int,
+        item_id: ItemId,
         start: Annotated[float, Query(ge=0, description="seconds from the item's start")] = 0.0,
         end: Annotated[float, Query(ge=0, description="seconds; 0: the end of the item")] = 0.0,
     ) -> StreamingResponse:
@@ -191,14 +269,14 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         request: Request,
         library: str,
         file: Annotated[UploadFile, File(description="the query clip")],
-        top_k: Annotated[int, Form()] = 10,
+        top_k: Annotated[int, Form(ge=-(2**31), le=2**31 - 1)] = 10,
         min_score: Annotated[float, Form()] = 0.0,
         tags: Annotated[list[str], Form(description="only items with one of these tags")] = [],  # noqa: B006
     ) -> JSONResponse:
-        data = await _read_upload(file, config.max_upload_bytes)
+        _check_size(file, config.max_upload_bytes)
         params = pb.SearchParams(library=library, top_k=top_k, min_score=min_score, tags=tags)
-        messages = _chunks(params, data, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.SearchAudio, iter(messages))))
+        messages = _upload_messages(file, params, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
+        return JSONResponse(to_json(await call(request, gateway.SearchAudio, await _first_chunk_checked(messages))))
 
     @app.get("/v1/stats", responses=_responses(pb.StatsResponse), tags=["libraries"])
     async def stats(request: Request) -> JSONResponse:
@@ -243,4 +321,5 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes + (1 << 20))  # + the form's other fields
     return app

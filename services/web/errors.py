@@ -28,7 +28,7 @@ HTTP_STATUS = {
 }
 
 # Statuses this service raises itself, before the gateway is called.
-HTTP_CODE_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}
+HTTP_CODE_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}
 
 
 class HttpError(Exception):

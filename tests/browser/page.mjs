@@ -35,6 +35,7 @@ try {
     [...document.querySelectorAll("#uploads li .note")].every((e) => e.textContent.startsWith("added as")), files.length);
   seen.uploads = await page.$$eval("#uploads li", (rows) => rows.map((r) => r.textContent.trim()));
   seen.progress = await page.$$eval("#uploads progress", (bars) => bars.map((b) => b.value));
+  await page.waitForFunction((n) => document.querySelectorAll("#items li").length === n, files.length);
 
   // Search with an excerpt.
   await page.setInputFiles("#query", query);
@@ -63,6 +64,7 @@ try {
   await first.locator(".delete").click();
   await page.waitForFunction((itemId) => !document.querySelector(`#results .result[data-item-id="${itemId}"]`), id);
   seen.deleted = id;
+  seen.items_left = await page.locator("#items li").count(); // the library's list lost it too
   seen.after_delete_status = (await page.request.get(`${base}/v1/items/${id}`)).status();
   // The API's documentation renders, from assets this server ships.
   await page.goto(base + "/docs");

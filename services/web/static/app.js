@@ -9,9 +9,21 @@ function setStatus(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
+// A bearer token, when the gateway wants one: kept for this tab only.
+const tokenInput = $("token");
+tokenInput.value = sessionStorage.getItem("audiosearch-token") || "";
+tokenInput.addEventListener("change", () => {
+  sessionStorage.setItem("audiosearch-token", tokenInput.value.trim());
+  loadLibraries().catch((error) => setStatus(error.message, true));
+});
+function authHeaders() {
+  const token = tokenInput.value.trim();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 // Every API error is JSON: {"error": {"code", "message", "http_status"}}.
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = body.error || {};
@@ -34,6 +46,7 @@ async function loadLibraries(select = "") {
     ...libraries.map((lib) => new Option(`${lib.name} (${lib.model})`, lib.name)),
   );
   if (libraries.some((lib) => lib.name === previous)) choice.value = previous;
+  await loadItems();
   const models = $("new-model");
   if (!models.options.length) {
     for (const model of stats.models.filter((m) => m.available)) {
@@ -41,6 +54,40 @@ async function loadLibraries(select = "") {
     }
   }
 }
+
+// The library's items, each with a delete button.
+async function loadItems() {
+  const library = $("library").value;
+  const list = $("items");
+  list.replaceChildren();
+  if (!library) return;
+  const { items } = await api(`/v1/libraries/${encodeURIComponent(library)}/items?page_size=1000`);
+  for (const item of items) {
+    const row = document.createElement("li");
+    row.dataset.itemId = item.id;
+    const label = document.createElement("span");
+    label.textContent = `${item.name} (${seconds(item.duration_seconds)}) #${item.id} `;
+    const remove = document.createElement("button");
+    remove.textContent = "Delete";
+    remove.addEventListener("click", () => deleteItem(item, [row]));
+    row.append(label, remove);
+    list.append(row);
+  }
+}
+
+async function deleteItem(item, nodes) {
+  if (!confirm(`Delete ${item.name} from ${item.library}?`)) return;
+  try {
+    await api(`/v1/items/${item.id}`, { method: "DELETE" });
+    for (const node of nodes) node.remove();
+    document.querySelectorAll(`[data-item-id="${item.id}"]`).forEach((node) => node.remove());
+    setStatus(`Deleted ${item.name}.`);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+$("library").addEventListener("change", () => loadItems().catch((error) => setStatus(error.message, true)));
 
 $("create-library").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -72,7 +119,12 @@ function upload(file, library, row) {
       if (event.lengthComputable) bar.value = event.loaded / event.total;
     };
     request.onload = () => {
-      const body = JSON.parse(request.responseText || "{}");
+      let body = {};
+      try {
+        body = JSON.parse(request.responseText || "{}");
+      } catch {
+        body = { error: { message: `HTTP ${request.status}` } }; // a proxy's HTML page, say
+      }
       if (request.status === 200) {
         bar.value = 1;
         note.textContent = body.created ? `added as #${body.item.id}` : `already there as #${body.item.id}`;
@@ -88,6 +140,7 @@ function upload(file, library, row) {
       resolve(false);
     };
     request.open("POST", `/v1/libraries/${encodeURIComponent(library)}/items`);
+    for (const [name, value] of Object.entries(authHeaders())) request.setRequestHeader(name, value);
     request.send(form);
   });
 }
@@ -119,6 +172,7 @@ $("upload").addEventListener("click", async () => {
   }
   await Promise.all([worker(), worker(), worker()]);
   setStatus(`${ok} of ${files.length} uploaded to ${library}.`, ok < files.length);
+  await loadItems().catch(() => {});
 });
 
 // --- waveforms ---------------------------------------------------------
@@ -187,25 +241,23 @@ function showResults(results) {
     node.querySelector(".meta").dataset.end = range.end_seconds;
     const segment = `/v1/items/${item.id}/audio?start=${range.start_seconds}&end=${range.end_seconds}`;
     const player = node.querySelector(".player");
-    node.querySelector(".play").addEventListener("click", () => {
-      if (player.getAttribute("src") !== segment) player.src = segment;
+    node.querySelector(".play").addEventListener("click", async () => {
+      if (!player.dataset.segment) {
+        // An audio element cannot send a token: with one, fetch the segment and play it from memory.
+        const token = authHeaders();
+        player.src = token.Authorization
+          ? URL.createObjectURL(await (await fetch(segment, { headers: token })).blob())
+          : segment;
+        player.dataset.segment = segment;
+      }
       player.currentTime = 0;
       player.play().catch(() => {}); // headless browsers may refuse to output sound
     });
-    fetch(segment)
+    fetch(segment, { headers: authHeaders() })
       .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.statusText))))
       .then((buffer) => drawWaveform(node.querySelector(".wave"), buffer))
       .catch(() => {});
-    node.querySelector(".delete").addEventListener("click", async () => {
-      if (!confirm(`Delete ${item.name} from ${item.library}?`)) return;
-      try {
-        await api(`/v1/items/${item.id}`, { method: "DELETE" });
-        node.remove();
-        setStatus(`Deleted ${item.name}.`);
-      } catch (error) {
-        setStatus(error.message, true);
-      }
-    });
+    node.querySelector(".delete").addEventListener("click", () => deleteItem(item, [node]));
     list.append(node);
   });
 }
