@@ -70,8 +70,8 @@ async def test_library_insert_search_play_delete(web: httpx.AsyncClient) -> None
     assert (await web.delete(f"/v1/items/{ids[1]}")).status_code == 200
     error_of(await web.get(f"/v1/items/{ids[1]}"), 404, "NOT_FOUND")
     stats = (await web.get("/v1/stats")).json()
-    assert stats["libraries"][0]["items"] == "2" or stats["libraries"][0]["items"] == 2
-    assert (await web.delete("/v1/libraries/sfx")).json()["deleted_items"] in (2, "2")
+    assert stats["libraries"][0]["items"] == "2"  # int64: a string in proto3 JSON
+    assert (await web.delete("/v1/libraries/sfx")).json()["deleted_items"] == "2"
 
 
 async def test_errors_are_json_with_the_http_status_of_the_grpc_code(web: httpx.AsyncClient) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -27,41 +28,47 @@ OFFSETS = {"gateway": 0, "embedder": 1, "search": 2, "catalog": 3}
 MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
 
 
-def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
-    """Polls `url` until it answers 200; fails early if the process died."""
+def _poll(ready: Callable[[], bool], what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    """Calls `ready` every 0.2 s until it says yes; fails early if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with code {process.returncode}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} within {timeout:.0f} s")
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    """Polls `url` until it answers 200."""
+
+    def ok() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+            return False
+
+    _poll(ok, f"{url} did not answer", timeout, process)
 
 
 def wait_serving(
     address: str, timeout: float, process: subprocess.Popen[bytes] | None = None, tls: TlsConfig | None = None
 ) -> None:
     """Polls gRPC health until SERVING (over TLS, with a client certificate,
-    when `tls` says so); fails early if the process died."""
-    deadline = time.monotonic() + timeout
+    when `tls` says so)."""
     with open_blocking_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"process exited with code {process.returncode}")
+
+        def serving() -> bool:
             try:
                 response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"{address} did not become SERVING within {timeout:.0f} s")
+                return False
+            return response.status == health_pb2.HealthCheckResponse.SERVING
+
+        _poll(serving, f"{address} did not become SERVING", timeout, process)
 
 
 class Stack:

@@ -62,15 +62,14 @@ def cached(read: Callable[[], T], seconds: float = 5.0) -> Callable[[], T]:
     """`read` called at most once every `seconds`: several families of one
     scrape (and scrapes by several Prometheus replicas) share one store read."""
     lock = threading.Lock()
-    state: dict[str, tuple[float, T]] = {}
+    last: tuple[float, T] | None = None
 
     def wrapper() -> T:
+        nonlocal last
         with lock:
-            hit = state.get("value")
-            if hit is None or time.monotonic() - hit[0] > seconds:
-                hit = (time.monotonic(), read())
-                state["value"] = hit
-            return hit[1]
+            if last is None or time.monotonic() - last[0] > seconds:
+                last = (time.monotonic(), read())
+            return last[1]
 
     return wrapper
 
@@ -97,7 +96,6 @@ class Metrics:
             registry=self.registry,
         )
         self._http: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def gauge(self, name: str, documentation: str, labels: Sequence[str], read: Callable[[], Samples]) -> None:
         """Registers a gauge family whose samples `read` returns at scrape
@@ -112,9 +110,7 @@ class Metrics:
         """Serves /metrics on `listen` (host:port, port 0 picks one)."""
         host, _, port = listen.rpartition(":")
         try:
-            self._http, self._thread = start_http_server(
-                int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry
-            )
+            self._http, _ = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"cannot serve metrics on {listen!r} (AUDIOSEARCH_METRICS_LISTEN): {exc}") from None
         return int(self._http.server_port)

@@ -113,10 +113,6 @@ def set_code(span: trace.Span, code: grpc.StatusCode) -> None:
         span.set_status(Status(StatusCode.ERROR, code.name))
 
 
-class _ClientDetails(grpc.aio.ClientCallDetails):
-    pass
-
-
 class _ClientSpans:
     """A CLIENT span per outgoing call, its context injected as
     `traceparent`; the span ends when the call does."""
@@ -135,7 +131,9 @@ class _ClientSpans:
         carrier: dict[str, str] = {}
         PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
-        new = _ClientDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready)
+        new = grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
         try:
             call = await continuation(new, request)
         except BaseException:

@@ -195,7 +195,7 @@ class Gateway:
         if item.state == DELETING:
             # The same content is being deleted (or a delete crashed half-way):
             # finish that delete, then start afresh.
-            await self._finish_delete(item)
+            await self.remove(item.library, item.id)
             item, created = await self.catalog.reserve_item(library, sha256, name, source_uri, tags, idempotency_key)
         if item.ready:
             return item, False
@@ -270,9 +270,6 @@ class Gateway:
         item = await self.catalog.get_item(item_id)
         access.require_item(item_id, item.library, write=True)
         await self.catalog.mark_deleting(item_id)  # hidden from search from here on
-        await self._finish_delete(item)
-
-    async def _finish_delete(self, item: Item) -> None:
         await self.remove(item.library, item.id)
 
     async def remove(self, library: str, item_id: int) -> None:

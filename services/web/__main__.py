@@ -14,7 +14,7 @@ from services.web.config import WebConfig
 
 
 async def serve(config: WebConfig) -> None:
-    channel = open_channel(config.gateway_addr, config.max_upload_bytes + (1 << 20), config)
+    channel = open_channel(config.gateway_addr, tls=config)  # uploads and audio travel in 256 KiB chunks
     app = create_app(config, channel)
     host, _, port = config.http_listen.rpartition(":")
     server = uvicorn.Server(

@@ -52,33 +52,26 @@ def _responses(message: type[Message]) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _check_size(upload: UploadFile, limit: int) -> None:
+def _check_upload(upload: UploadFile, limit: int) -> None:
+    """An empty or oversized file part is refused before the gateway is called."""
     if upload.size is not None and upload.size > limit:
         raise HttpError(413, "RESOURCE_EXHAUSTED", f"{upload.filename}: larger than the {limit}-byte upload limit")
+    if upload.size == 0:
+        raise HttpError(400, "INVALID_ARGUMENT", f"{upload.filename or 'the upload'} is empty")
 
 
 async def _upload_messages(upload: UploadFile, first: Message, make: Any) -> AsyncIterator[Message]:
     """The parameters with the first chunk, then the rest, read from the
     spooled upload a chunk at a time (never the whole file in memory)."""
-    chunk = await upload.read(CHUNK)
-    if not chunk:
-        raise HttpError(400, "INVALID_ARGUMENT", f"{upload.filename or 'the upload'} is empty")
-    yield make(first, chunk)
+    yield make(first, await upload.read(CHUNK))
     while chunk := await upload.read(CHUNK):
         yield make(None, chunk)
 
 
-async def _first_chunk_checked(messages: AsyncIterator[Message]) -> AsyncIterator[Message]:
-    """`messages` with its first one taken before the call, so an empty
-    upload is a 400 here, not a half-started RPC."""
-    first = await messages.__anext__()
-
-    async def rest() -> AsyncIterator[Message]:
-        yield first
-        async for message in messages:
-            yield message
-
-    return rest()
+def _auth(request: Request) -> tuple[tuple[str, str], ...] | None:
+    """The caller's bearer token, passed on to the gateway."""
+    token = request.headers.get("authorization")
+    return (("authorization", token),) if token else None
 
 
 class BodyLimit:
@@ -95,7 +88,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+            await self.refuse(scope, receive, send)
             return
         seen, exceeded, answered = 0, False, False
 
@@ -118,14 +111,15 @@ class BodyLimit:
                 await send(message)
             elif not answered:
                 answered = True
-                await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+                await self.refuse(scope, receive, send)
 
         await self.app(scope, counted, guarded)
         if exceeded and not answered:
-            await JSONResponse(self.error().body(), status_code=413)(scope, receive, send)
+            await self.refuse(scope, receive, send)
 
-    def error(self) -> HttpError:
-        return HttpError(413, "RESOURCE_EXHAUSTED", f"the request is larger than the {self.limit}-byte upload limit")
+    async def refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        error = HttpError(413, "RESOURCE_EXHAUSTED", f"the request is larger than the {self.limit}-byte upload limit")
+        await JSONResponse(error.body(), status_code=413)(scope, receive, send)
 
 
 def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
@@ -139,10 +133,8 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
     gateway = pb_grpc.GatewayServiceStub(channel)
 
     async def call(request: Request, rpc: Any, message: Any) -> Any:
-        token = request.headers.get("authorization")
-        metadata = (("authorization", token),) if token else None
         try:
-            return await rpc(message, timeout=config.rpc_timeout_seconds, metadata=metadata)
+            return await rpc(message, timeout=config.rpc_timeout_seconds, metadata=_auth(request))
         except grpc.aio.AioRpcError as exc:
             raise HttpError.from_rpc(exc) from None
 
@@ -198,11 +190,11 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         file: Annotated[UploadFile, File(description="an audio file: WAV, FLAC, OGG or MP3")],
         tags: Annotated[list[str], Form(description="user tags (repeat the field)")] = [],  # noqa: B006 - FastAPI's form default
     ) -> JSONResponse:
-        _check_size(file, config.max_upload_bytes)
+        _check_upload(file, config.max_upload_bytes)
         name = Path(file.filename or "upload").name  # a label only: never a path to read
         meta = pb.InsertAudioMetadata(library=library, name=name, source_uri=f"upload:{name}", tags=tags)
         messages = _upload_messages(file, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.InsertAudio, await _first_chunk_checked(messages))))
+        return JSONResponse(to_json(await call(request, gateway.InsertAudio, messages)))
 
     @app.get("/v1/libraries/{library}/items", responses=_responses(pb.ListAudioResponse), tags=["items"])
     async def list_items(
@@ -236,11 +228,10 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         end: Annotated[float, Query(ge=0, description="seconds; 0: the end of the item")] = 0.0,
     ) -> StreamingResponse:
         """The item's audio from `start` to `end`, for an audio element."""
-        token = request.headers.get("authorization")
         stream = gateway.GetAudioSegment(
             pb.GetAudioSegmentRequest(id=item_id, start_seconds=start, end_seconds=end),
             timeout=config.rpc_timeout_seconds,
-            metadata=(("authorization", token),) if token else None,
+            metadata=_auth(request),
         )
         try:
             first = await stream.read()  # errors become JSON before any audio is sent
@@ -273,10 +264,10 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         min_score: Annotated[float, Form()] = 0.0,
         tags: Annotated[list[str], Form(description="only items with one of these tags")] = [],  # noqa: B006
     ) -> JSONResponse:
-        _check_size(file, config.max_upload_bytes)
+        _check_upload(file, config.max_upload_bytes)
         params = pb.SearchParams(library=library, top_k=top_k, min_score=min_score, tags=tags)
         messages = _upload_messages(file, params, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.SearchAudio, await _first_chunk_checked(messages))))
+        return JSONResponse(to_json(await call(request, gateway.SearchAudio, messages)))
 
     @app.get("/v1/stats", responses=_responses(pb.StatsResponse), tags=["libraries"])
     async def stats(request: Request) -> JSONResponse:

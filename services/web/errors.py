@@ -8,7 +8,6 @@ from typing import Any
 import grpc
 
 HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
