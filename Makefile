@@ -117,7 +117,22 @@ bench: $(VENV)/.installed $(SAMPLES)/.fetched
 	rm -f bench/results/latest.json
 	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
 	$(PY) bench/pipeline.py $(SAMPLES) bench/results/latest.json
+	$(PY) bench/restart.py $(SAMPLES) bench/results/latest.json
 	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
+
+# The HTTP API fuzzed from its /openapi.json by schemathesis against a real
+# stack (tests/test_web.py): about 1,500 generated requests, none may get a
+# 5xx (about a minute; `make test` runs a short pass of about 250).
+.PHONY: fuzz-http
+fuzz-http: $(VENV)/.installed
+	AUDIOSEARCH_FUZZ_HTTP_EXAMPLES=100 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_web.py -k schemathesis
+
+# The stack under kills, from outside through the CLI (scripts/fault_schedule.py):
+# each service SIGKILLed during a 200-file index, then the whole process group
+# during a second one, a restart, and the stores must agree exactly (about 10 minutes).
+.PHONY: fault-schedule
+fault-schedule: $(VENV)/.installed
+	$(PY) scripts/fault_schedule.py --files 200
 
 # What the per-RPC interceptors (metrics, tracing) cost, against a bare server.
 bench-observability: $(VENV)/.installed
@@ -130,8 +145,10 @@ bench-gpu: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) bench/gpu_cnn14.py bench/.cache/clips.npy > bench/results/gpu.json
 	cat bench/results/gpu.json
 
+# The demo's stack: gateway on DEMO_PORT, the other services on the next three.
+DEMO_PORT ?= 50061
 demo: proto $(SAMPLES)/.fetched
-	$(PY) scripts/demo.py --samples $(SAMPLES)
+	$(PY) scripts/demo.py --samples $(SAMPLES) --port $(DEMO_PORT)
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/audiosearch serve

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Search image: Milvus collections of window vectors. No torch, no SQL stack.
-# pymilvus keeps its milvus-lite extra, so an unset AUDIOSEARCH_MILVUS_URI still works.
+# pymilvus keeps its milvus-lite extra, so an unset AUDIOSEARCH_MILVUS_URI still works,
+# and scipy, which pymilvus needs for sparse vectors (imported at start-up).
 #   docker build -f docker/search.Dockerfile -t REGISTRY/audiosearch-search:0.1.0 .
 
 FROM python:3.11.7-slim-bookworm AS builder
@@ -10,7 +11,7 @@ WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # Runtime pins minus what only the other services import; every version
 # still comes from requirements.txt/constraints.txt.
-ARG EXCLUDE="torch|soundfile|soxr|sqlmodel|alembic|psycopg|pymysql|scipy|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
+ARG EXCLUDE="torch|soundfile|soxr|sqlmodel|alembic|psycopg|pymysql|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
 RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt \
  && pip install --no-cache-dir -r requirements-image.txt -c constraints.txt \
  && pip install --no-cache-dir setuptools==84.2.1

@@ -19,7 +19,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.cli.supervisor import Stack  # noqa: E402
+from services.cli.supervisor import Stack, StackError  # noqa: E402
 from services.embedder.audio import resample  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", default="samples/sonic-pi")
     parser.add_argument("--data-dir", default=".demo")
-    parser.add_argument("--port", type=int, default=50061)
+    parser.add_argument("--port", type=int, default=50061, help="gateway port; the others use the next three")
     args = parser.parse_args()
     samples = Path(args.samples).resolve()
     files = sorted(samples.glob("*.flac"))
@@ -49,15 +49,21 @@ def main() -> int:
         print(f"no samples in {samples}; run `make samples`", file=sys.stderr)
         return 1
     work = Path(args.data_dir).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     # The demo stays offline: Cnn14 is used if its weights are already in the
     # cache, else the weights-free spectral-v1 model.
     env = {**os.environ, "AUDIOSEARCH_CNN14_DOWNLOAD": os.environ.get("AUDIOSEARCH_CNN14_DOWNLOAD", "false")}
     stack = Stack(work / "data", port=args.port, env=env)
     env["AUDIOSEARCH_GATEWAY"] = stack.addresses["gateway"]
-    print(f"starting the stack (gateway {stack.addresses['gateway']}, data in {stack.data_dir}) ...", flush=True)
-    stack.start()
+    try:
+        # Before the old data goes: never index into, or wipe under, a stack this demo did not start.
+        stack.preflight()
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        print(f"starting the stack (gateway {stack.addresses['gateway']}, data in {stack.data_dir}) ...", flush=True)
+        stack.start()
+    except StackError as exc:
+        print(f"demo: {exc}\n(pick other ports with `make demo DEMO_PORT=N`)", file=sys.stderr)
+        return 1
     try:
         began = time.monotonic()
         index = cli("index", str(samples), "--library", "demo", "--json", env=env)

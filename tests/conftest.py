@@ -16,12 +16,14 @@ from services.catalog import __main__ as catalog_main
 from services.catalog.config import CatalogConfig
 from services.common import config as cfg
 from services.common import server
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.embedder import __main__ as embedder_main
 from services.embedder.config import EmbedderConfig
 from services.gateway import __main__ as gateway_main
 from services.gateway.config import GatewayConfig
 from services.search import __main__ as search_main
 from services.search.config import SearchConfig
+from tests.disk import small_disk  # noqa: F401 - a fixture for every test module
 
 
 @dataclasses.dataclass
@@ -72,7 +74,7 @@ async def start_stack(
         **gateway_overrides,
     )
     servers["gateway"] = await server.start(await gateway_main.build(gateway_config), gateway_config)
-    channel = grpc.aio.insecure_channel(servers["gateway"].address)
+    channel = grpc.aio.insecure_channel(servers["gateway"].address, options=[LOCAL_SUBCHANNELS])
     return Stack(servers, channel, gateway_pb2_grpc.GatewayServiceStub(channel), data, roots)
 
 

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from services.cli import main as cli
 from services.common import config as cfg
 from services.common import errors, server
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.config import ConfigError, ServerConfig
 from services.common.status import from_rpc_error
 from services.gateway import access
@@ -212,7 +213,7 @@ async def test_a_wrong_token_is_unauthenticated(auth_stack) -> None:  # type: ig
 
 
 async def test_health_and_reflection_need_no_token(auth_stack) -> None:  # type: ignore[no-untyped-def]
-    async with grpc.aio.insecure_channel(auth_stack.address("gateway")) as channel:
+    async with grpc.aio.insecure_channel(auth_stack.address("gateway"), options=[LOCAL_SUBCHANNELS]) as channel:
         status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         request = reflection_pb2.ServerReflectionRequest(list_services="")
@@ -362,7 +363,7 @@ async def test_the_principal_reaches_unary_and_streaming_handlers(tokens_file: P
     config = cfg.load(ServerConfig, environ={}, shutdown_grace_seconds=0.5)
     running = await server.start(_echo_principal_server(access.load_tokens(tokens_file)), config)
     try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
             unary = channel.unary_unary("/test.Who/Unary")
             streaming = channel.unary_stream("/test.Who/Streaming")
             for who in ("alice", "reader"):

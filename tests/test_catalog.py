@@ -4,7 +4,10 @@ when AUDIOSEARCH_TEST_POSTGRES_URL / AUDIOSEARCH_TEST_MYSQL_URL are set
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,15 +17,18 @@ import grpc
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from services.catalog import tables
 from services.catalog.database import make_engine, migrate
-from services.catalog.repository import Catalog, NewItem
+from services.catalog.repository import Catalog, NewItem, is_disk_full
 from services.catalog.tables import DELETING, PENDING, READY
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.channels import LOCAL_SUBCHANNELS
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 SERVERS = {"postgresql": "AUDIOSEARCH_TEST_POSTGRES_URL", "mysql": "AUDIOSEARCH_TEST_MYSQL_URL"}
 
@@ -260,7 +266,7 @@ async def test_catalog_grpc_service_maps_errors(tmp_path) -> None:  # type: igno
     config = cfg.load(CatalogConfig, environ={}, data_dir=tmp_path, listen="127.0.0.1:0")
     running = await server.start(await catalog_main.build(config), config)
     try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
             stub = pb_grpc.CatalogServiceStub(channel)
             lib = (await stub.CreateLibrary(pb.CreateLibraryRequest(name="x", model_name="m", model_dim=3))).library
             assert lib.name == "x" and lib.create_time.seconds > 0
@@ -272,6 +278,12 @@ async def test_catalog_grpc_service_maps_errors(tmp_path) -> None:  # type: igno
                 ),
                 (stub.GetItem(pb.GetItemRequest(id=5)), grpc.StatusCode.NOT_FOUND),
                 (stub.ListItems(pb.ListItemsRequest(page_token="@@")), grpc.StatusCode.INVALID_ARGUMENT),
+                (  # a time past year 9999
+                    stub.MarkItemDeleting(
+                        pb.MarkItemDeletingRequest(id=1, only_if_pending_before=Timestamp(seconds=2**40))
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
             ]:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await call
@@ -281,3 +293,177 @@ async def test_catalog_grpc_service_maps_errors(tmp_path) -> None:  # type: igno
     finally:
         await running.stop()
     assert tables.READY == "ready"
+
+
+# --------------------------------------------------------------------------
+# Hostile text: refused with the character named, never echoed whole
+
+
+def test_stored_text_refuses_format_characters(catalog: Catalog) -> None:
+    catalog.create_library("lib", "m", 4)
+    rlo = "\u202e"  # "song\u202e3pm.exe" shows as "songexe.mp3"
+    refused = [
+        (lambda: catalog.reserve_item(NewItem("lib", sha(1), f"song{rlo}3pm.exe")), "item name holds U+202E"),
+        (lambda: catalog.reserve_item(NewItem("lib", sha(1), "a.wav", f"file:///a{rlo}.wav")), "source_uri holds"),
+        (lambda: catalog.reserve_item(NewItem("lib", sha(1), "a.wav", user_tags=["ok", "a\u2069"])), "U+2069"),
+        (lambda: catalog.create_library("d", "m", 4, description="x\u2060y"), "description holds U+2060"),
+        (lambda: catalog.create_library("e", "m\u200e", 4), "model name holds U+200E"),
+        (lambda: catalog.list_items(tag="\u2029"), "U+2029"),
+        (lambda: catalog.find_item_ids("lib", ["\x1f"]), "U+001F"),  # split() used to make it a space
+    ]
+    for call, message in refused:
+        with pytest.raises(InvalidArgument, match=re.escape(message)):
+            call()
+    assert catalog.item_states("lib") == [] and [lib.name for lib in catalog.list_libraries()] == ["lib"]
+
+
+def test_ordinary_unicode_is_stored_verbatim(catalog: Catalog) -> None:
+    """Scripts, accents and emoji (4-byte UTF-8: MySQL's utf8mb4) are not
+    format characters: every backend stores and returns them as sent."""
+    # Persian and emoji sequences are spelled with zero-width (non-)joiners.
+    names = [
+        "café — naïve.wav",
+        "日本語の音.flac",
+        "صوت المطر.ogg",
+        "🎵 drum loop.mp3",
+        "می\u200cخواهم.wav",  # noqa: RUF001 - Persian letters, not look-alikes
+        "👩\u200d🎤.wav",
+    ]
+    catalog.create_library("lib", "m", 4, description="tabs\tand\nnewlines stay; so does ünïcödé 🎧")
+    assert catalog.get_library("lib").description == "tabs\tand\nnewlines stay; so does ünïcödé 🎧"
+    for n, name in enumerate(names):
+        item, _ = catalog.reserve_item(NewItem("lib", sha(n), name, f"upload:{name}", [name.split(".")[0]]))
+        stored = catalog.get_item(item.id)
+        assert (stored.name, stored.source_uri, stored.user_tags) == (name, f"upload:{name}", [name.split(".")[0]])
+
+
+def test_messages_quote_a_bounded_prefix(catalog: Catalog) -> None:
+    for call in (
+        lambda: catalog.create_library("n" * 10_000, "m", 4),
+        lambda: catalog.get_library("n" * 10_000),
+        lambda: catalog.list_items(tag="t" * 10_000),
+        lambda: catalog.reserve_item(NewItem("nope" * 2500, sha(1), "a.wav")),
+    ):
+        with pytest.raises((InvalidArgument, NotFound)) as info:
+            call()
+        assert "(10000 characters)" in info.value.message and len(info.value.message) < 300
+
+
+# --------------------------------------------------------------------------
+# A full disk: RESOURCE_EXHAUSTED (free space, then retry), not UNAVAILABLE
+
+
+def test_disk_full_errors_of_every_backend_are_recognised() -> None:
+    import sqlite3
+
+    import psycopg
+    import pymysql
+
+    full = [
+        sqlite3.OperationalError("database or disk is full"),
+        psycopg.errors.DiskFull("could not extend file: No space left on device"),
+        pymysql.err.OperationalError(1114, "The table 'audio_item' is full"),
+        pymysql.err.OperationalError(1021, "Disk full (/tmp/#sql_1.MAI); waiting for someone to free some space..."),
+        pymysql.err.InternalError(3, "Error writing file './test/audio_item.ibd' (Errcode: 28 \"No space left\")"),
+    ]
+    other = [
+        sqlite3.OperationalError("database is locked"),
+        psycopg.OperationalError("connection to server at 127.0.0.1 failed: Connection refused"),
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+        pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),
+    ]
+    for orig in full:
+        assert is_disk_full(OperationalError("INSERT ...", {}, orig)), orig
+    for orig in other:
+        assert not is_disk_full(OperationalError("INSERT ...", {}, orig)), orig
+
+
+def _fill(catalog: Catalog, start: int) -> int:
+    """Reserves items until the database refuses one; the number reserved."""
+    for n in range(start, start + 100_000):
+        try:
+            catalog.reserve_item(NewItem("lib", sha(n), "x" * 500, "y" * 4000, [f"t{n}-{i}" for i in range(60)]))
+        except ResourceExhausted as exc:
+            assert exc.message == "the catalog's disk is full: free space, then retry"
+            return n - start
+    raise AssertionError("the database never filled")
+
+
+def test_a_full_sqlite_database_is_resource_exhausted_and_recovers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite's own SQLITE_FULL, from a page limit (max_page_count)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    migrate(engine)
+    catalog = Catalog(engine)
+    catalog.create_library("lib", "m", 4)
+    limit = {"pages": 0}
+
+    @event.listens_for(engine, "connect")
+    def _limit(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        if limit["pages"]:
+            dbapi_connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+
+    with engine.connect() as conn:
+        limit["pages"] = conn.execute(text("PRAGMA page_count")).scalar() + 20
+    engine.dispose()  # new connections, with the limit
+    kept = _fill(catalog, 0)
+    assert kept > 0
+    assert len(catalog.item_states("lib")) == kept  # reads go on; the refused write left nothing
+    limit["pages"] = 0
+    engine.dispose()  # space freed
+    catalog.reserve_item(NewItem("lib", sha(10**6), "after.wav"))
+    assert len(catalog.item_states("lib")) == kept + 1
+    engine.dispose()
+
+
+@pytest.fixture
+def small_disk(tmp_path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs, where mounting one is allowed (root), else a skip."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)], capture_output=True, text=True, check=False
+    )
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_full_disk_is_resource_exhausted_over_grpc_and_recovers(small_disk) -> None:  # type: ignore[no-untyped-def]
+    """A real full disk under the catalog service: writes answer
+    RESOURCE_EXHAUSTED, reads go on, and writes work again once space is free."""
+    from audiosearch.catalog.v1 import catalog_pb2 as pb
+    from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
+
+    from services.catalog import __main__ as catalog_main
+    from services.catalog.config import CatalogConfig
+    from services.common import config as cfg
+    from services.common import server
+
+    config = cfg.load(CatalogConfig, environ={}, data_dir=small_disk, listen="127.0.0.1:0")
+    running = await server.start(await catalog_main.build(config), config)
+    try:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
+            stub = pb_grpc.CatalogServiceStub(channel)
+            await stub.CreateLibrary(pb.CreateLibraryRequest(name="lib", model_name="m", model_dim=3))
+            first = await stub.ReserveItem(pb.ReserveItemRequest(library="lib", sha256=sha(0), name="a.wav"))
+            filler = small_disk / "filler"
+            with contextlib.suppress(OSError), open(filler, "wb") as f:  # until ENOSPC: the disk is full
+                while True:
+                    f.write(bytes(4096))
+                    f.flush()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                for n in range(1, 1000):  # the first writes may still fit in pages SQLite has
+                    await stub.ReserveItem(
+                        pb.ReserveItemRequest(library="lib", sha256=sha(n), name="x" * 500, source_uri="y" * 4000)
+                    )
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+            assert info.value.details() == "the catalog's disk is full: free space, then retry"
+            assert (await stub.GetItem(pb.GetItemRequest(id=first.item.id))).item.name == "a.wav"
+            filler.unlink()
+            again = await stub.ReserveItem(pb.ReserveItemRequest(library="lib", sha256=sha(10**6), name="b.wav"))
+            assert again.created
+    finally:
+        await running.stop()

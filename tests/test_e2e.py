@@ -4,6 +4,7 @@ through the gateway, as a user would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.cli.supervisor import wait_serving
+from services.common.channels import LOCAL_SUBCHANNELS
 from tests.metrics_page import scrape, total
 from tests.sounds import encode, excerpt, sound
 
@@ -42,6 +45,41 @@ def free_port_block(n: int = 4) -> int:
             for s in sockets:
                 s.close()
     raise RuntimeError("no free block of ports")
+
+
+def service_pids(data_dir: Path) -> dict[str, int]:
+    """The children DATA_DIR/serve.pid names ({} without one)."""
+    try:
+        return dict(json.loads((data_dir / "serve.pid").read_text())["children"])
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def reap(process: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Kills a serve started with start_new_session=True, its whole process
+    group and any service serve.pid still names, and waits for them: a test
+    that fails leaves nothing running."""
+    listed = service_pids(data_dir)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # its pgid is its pid
+    process.wait()
+    for name, pid in listed.items():
+        with contextlib.suppress(OSError):
+            if f"services.{name}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():  # not a reused pid
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_web(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -72,16 +110,18 @@ def serve(tmp_path: Path):  # type: ignore[no-untyped-def]
                 str(http_port),
             ],
             env=env,
+            start_new_session=True,  # one process group to kill, whatever happens to serve
         )
         processes.append(process)
         wait_serving(f"127.0.0.1:{port}", 120, process)
+        wait_web(http_port, 60)  # serve starts the web page last
         return process
 
-    yield start, env, port, metrics_port, http_port
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    try:
+        yield start, env, port, metrics_port, http_port
+    finally:
+        for process in processes:
+            reap(process, tmp_path / "data")
 
 
 def cli(env: dict[str, str], *args: str) -> tuple[int, object]:
@@ -98,7 +138,7 @@ def cli(env: dict[str, str], *args: str) -> tuple[int, object]:
 def check_health_and_reflection(port: int) -> None:
     names = ["gateway", "embedder", "search", "catalog"]
     for offset, name in enumerate(names):
-        with grpc.insecure_channel(f"127.0.0.1:{port + offset}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{port + offset}", options=[LOCAL_SUBCHANNELS]) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)

@@ -14,6 +14,7 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 
 from services.common import config as cfg
 from services.common import server
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.embedder import __main__ as embedder_main
 from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
@@ -32,7 +33,7 @@ async def start(tmp_path: Path, **overrides):  # type: ignore[no-untyped-def]
     settings = {"cnn14_checkpoint": tmp_path / "missing.pth", "cnn14_download": False, **overrides}
     config = cfg.load(EmbedderConfig, environ={}, listen="127.0.0.1:0", data_dir=tmp_path, **settings)
     running = await server.start(await embedder_main.build(config), config)
-    channel = grpc.aio.insecure_channel(running.address)
+    channel = grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS])
     return running, channel, pb_grpc.EmbedderServiceStub(channel)
 
 

@@ -25,6 +25,7 @@ from audiosearch.search.v1 import search_pb2 as srch
 from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
 
 from services.cli.supervisor import OFFSETS, wait_serving
+from services.common.channels import LOCAL_SUBCHANNELS
 from tests.sounds import encode, sound
 from tests.test_e2e import serve  # noqa: F401 - the multi-process stack fixture
 
@@ -83,26 +84,31 @@ def test_killing_services_mid_index_loses_and_duplicates_nothing(serve, tmp_path
     folder.mkdir()
     for n in range(FILES):
         (folder / f"f{n:03d}.wav").write_bytes(encode(sound(1000 + n, seconds=6.0), rate=22050))
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[LOCAL_SUBCHANNELS])
     gateway = pb_grpc.GatewayServiceStub(channel)
 
     command = [sys.executable, "-m", "services.cli.main", "index", str(folder), "--library", "faults", "--json"]
     command += ["--model", "fingerprint-v1", "--jobs", "1"]
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rng = random.Random(7)
-    killed = []
-    mark = 0
-    for name in ("search", "catalog", "embedder"):
-        target = mark + rng.randint(5, 30)  # a random moment: after this many more items are READY
-        while run.poll() is None and ready_count(gateway, "faults") < target:
-            time.sleep(0.05)
-        if run.poll() is not None:
-            break
-        killed.append((name, services.kill(name), ready_count(gateway, "faults")))
-        wait_serving(f"127.0.0.1:{port + OFFSETS[name]}", 120)  # restarted by `audiosearch serve`
-        mark = max(target, ready_count(gateway, "faults"))
-    first, errors = run.communicate(timeout=600)
-    assert [k[0] for k in killed] == ["search", "catalog", "embedder"], (killed, first[-2000:], errors[-2000:])
+    try:
+        rng = random.Random(7)
+        killed = []
+        mark = 0
+        for name in ("search", "catalog", "embedder"):
+            target = mark + rng.randint(5, 30)  # a random moment: after this many more items are READY
+            while run.poll() is None and ready_count(gateway, "faults") < target:
+                time.sleep(0.05)
+            if run.poll() is not None:
+                break
+            killed.append((name, services.kill(name), ready_count(gateway, "faults")))
+            wait_serving(f"127.0.0.1:{port + OFFSETS[name]}", 120)  # restarted by `audiosearch serve`
+            mark = max(target, ready_count(gateway, "faults"))
+        first, errors = run.communicate(timeout=600)
+        assert [k[0] for k in killed] == ["search", "catalog", "embedder"], (killed, first[-2000:], errors[-2000:])
+    finally:
+        if run.poll() is None:  # the test failed mid-run: no index client left behind
+            run.kill()
+            run.wait()
     print(f"killed (service, pid, READY items then): {killed}; first run: {first[-300:]}")
 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -112,9 +118,9 @@ def test_killing_services_mid_index_loses_and_duplicates_nothing(serve, tmp_path
     assert len({i.sha256 for i in items}) == FILES and len({i.name for i in items}) == FILES
 
     # The stores agree: READY items are exactly the items with vectors.
-    with grpc.insecure_channel(f"127.0.0.1:{port + OFFSETS['catalog']}") as c:
+    with grpc.insecure_channel(f"127.0.0.1:{port + OFFSETS['catalog']}", options=[LOCAL_SUBCHANNELS]) as c:
         states = cat_grpc.CatalogServiceStub(c).ListItemStates(cat.ListItemStatesRequest(library="faults")).items
-    with grpc.insecure_channel(f"127.0.0.1:{port + OFFSETS['search']}") as c:
+    with grpc.insecure_channel(f"127.0.0.1:{port + OFFSETS['search']}", options=[LOCAL_SUBCHANNELS]) as c:
         with_vectors = set(
             srch_grpc.SearchServiceStub(c).ListItemIds(srch.ListItemIdsRequest(library="faults")).item_ids
         )

@@ -12,6 +12,7 @@ import hashlib
 import io
 import re
 import struct
+import unicodedata
 
 import grpc
 import numpy as np
@@ -25,7 +26,9 @@ from hypothesis import strategies as st
 
 from services.catalog.repository import decode_token, encode_token, normalise_tag, validate_library_name
 from services.common import uploads
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import InvalidArgument, ResourceExhausted
+from services.common.text import JOINERS, MESSAGE_LIMIT, QUOTE_LIMIT, bounded, check_text, quoted
 from services.embedder.audio import MAX_AMPLITUDE, Limits, decode
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.sounds import encode, sound
@@ -208,7 +211,7 @@ def test_library_names_are_exactly_the_documented_set(name: str) -> None:
         assert validate_library_name(name) == name
         accepted = True
     except InvalidArgument as exc:
-        assert repr(name) in exc.message
+        assert quoted(name) in exc.message
         accepted = False
     assert accepted == (NAME.fullmatch(name) is not None)
 
@@ -240,6 +243,60 @@ def test_tags_normalise_idempotently_or_are_refused(tag: str) -> None:
 def test_tags_with_control_characters_are_refused() -> None:
     with pytest.raises(InvalidArgument):
         normalise_tag("a\x00b")
+
+
+# Any code point, surrogates included (a str from Python code can hold one).
+ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
+REFUSED = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+@settings(FUZZ, max_examples=300)
+@given(ANY_TEXT)
+@example("report\u202egnp.exe")  # a right-to-left override disguising an extension
+@example("a\u200bb")  # zero-width space
+@example("\ufeffname")  # BOM
+@example("a\u2028b")  # line separator
+@example("\ud800")  # an unpaired surrogate
+@example("\ufdd0\U0010ffff")  # noncharacters
+@example("\x85")  # NEL, a C1 control
+def test_stored_text_refuses_format_control_and_separator_characters(text: str) -> None:
+    bad = [
+        i
+        for i, c in enumerate(text)
+        if (unicodedata.category(c) in REFUSED and c not in JOINERS)
+        or 0xFDD0 <= ord(c) <= 0xFDEF
+        or ord(c) & 0xFFFE == 0xFFFE
+    ]
+    try:
+        assert check_text("item name", text) == text
+    except InvalidArgument as exc:
+        assert bad, exc.message
+        assert f"U+{ord(text[bad[0]]):04X}" in exc.message and f"position {bad[0] + 1}" in exc.message
+        assert text not in exc.message or not text  # names the character, never echoes the input
+        return
+    assert not bad
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.one_of(ANY_TEXT, st.text(max_size=5000)), st.integers(0, 100))
+@example("x" * 10_000, QUOTE_LIMIT)
+def test_quotes_are_bounded_and_say_how_long_the_text_was(text: str, limit: int) -> None:
+    out = quoted(text, limit)
+    assert out.startswith(repr(text[:limit]))
+    assert len(out) <= 10 * limit + 40  # repr writes a character as at most 10 (\U0010ffff)
+    assert out == repr(text) if len(text) <= limit else out.endswith(f"… ({len(text)} characters)")
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.one_of(ANY_TEXT, st.text(max_size=3000), st.text("é€😀%", min_size=300, max_size=3000)))
+def test_status_messages_are_bounded_in_utf8_bytes(message: str) -> None:
+    out = bounded(message)
+    assert len(out.encode()) <= MESSAGE_LIMIT  # encodes: no surrogate is left
+    whole = message.encode("utf-8", "backslashreplace")
+    if len(whole) <= MESSAGE_LIMIT:
+        assert out == whole.decode()
+    else:
+        assert out.endswith(f" … [cut: {len(whole)} bytes]") and whole.decode().startswith(out.split(" … [cut")[0])
 
 
 TOKENS = st.one_of(
@@ -337,7 +394,7 @@ async def gateway_stack(tmp_path_factory: pytest.TempPathFactory):  # type: igno
         yield stack
         # Still healthy after all of it.
         for name in ("gateway", "embedder", "search", "catalog"):
-            async with grpc.aio.insecure_channel(stack.address(name)) as channel:
+            async with grpc.aio.insecure_channel(stack.address(name), options=[LOCAL_SUBCHANNELS]) as channel:
                 status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
                 assert status.status == health_pb2.HealthCheckResponse.SERVING, name
         response = await stack.gateway.SearchAudio(search_stream(pb.SearchParams(library=LIBRARY, top_k=1), CLIP))

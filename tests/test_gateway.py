@@ -9,6 +9,7 @@ import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.channels import LOCAL_SUBCHANNELS
 from tests.sounds import encode, excerpt, sound
 
 CHUNK = 64 * 1024  # small chunks so uploads really stream in several messages
@@ -58,7 +59,7 @@ async def test_health_and_reflection_for_every_service(stack) -> None:  # type: 
         "catalog": "audiosearch.catalog.v1.CatalogService",
     }
     for name, service in expected.items():
-        async with grpc.aio.insecure_channel(stack.address(name)) as channel:
+        async with grpc.aio.insecure_channel(stack.address(name), options=[LOCAL_SUBCHANNELS]) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for svc in ("", service):
                 status = await health.Check(health_pb2.HealthCheckRequest(service=svc))

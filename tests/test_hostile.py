@@ -30,7 +30,9 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as emb_grpc
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.errors import InvalidArgument, ResourceExhausted
+from services.common import status
+from services.common.channels import LOCAL_SUBCHANNELS
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.embedder.audio import decode
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.sounds import encode, sound
@@ -189,7 +191,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
         os.symlink(secret, roots / "escape.wav")
         os.symlink("/dev/zero", roots / "zero.wav")
         os.symlink(roots / "loop.wav", roots / "loop.wav")
-        async with grpc.aio.insecure_channel(stack.address("embedder")) as channel:
+        async with grpc.aio.insecure_channel(stack.address("embedder"), options=[LOCAL_SUBCHANNELS]) as channel:
             yield Env(stack, reference.item.id, emb_grpc.EmbedderServiceStub(channel))
     finally:
         await stop_stack(stack)
@@ -198,7 +200,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
 async def assert_healthy(env: Env) -> None:
     """Every service SERVING, no pending rows, and a normal search works."""
     for name in ("gateway", "embedder", "search", "catalog"):
-        async with grpc.aio.insecure_channel(env.stack.address(name)) as channel:
+        async with grpc.aio.insecure_channel(env.stack.address(name), options=[LOCAL_SUBCHANNELS]) as channel:
             status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert status.status == health_pb2.HealthCheckResponse.SERVING, name
     stats = {s.name: s for s in (await env.g.Stats(pb.StatsRequest())).libraries}
@@ -345,6 +347,12 @@ EMBEDDER = {
 }
 
 LONG = "x" * 70_000
+# Names far past every limit: a message that echoed one whole would
+# outgrow gRPC's 8 KiB metadata limit (RESOURCE_EXHAUSTED "Stream removed").
+TEN_K = "n" * 10_000
+ONE_MB = "m" * 1_000_000
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "song\u202e3pm.exe" shows as "songexe.mp3"
+MAX_DETAILS_BYTES = 1024  # services/common/text.py MESSAGE_LIMIT
 
 
 def create_library(**fields: object) -> Callable[[Env], Awaitable[object]]:
@@ -409,6 +417,54 @@ FIELDS = {
     "insert-sql-library": Case(
         lambda env: env.g.InsertAudio(insert_stream("x' OR '1'='1", "a.wav", REFERENCE)), Code.NOT_FOUND, "OR"
     ),
+    # Names of 10,000 characters and of 1 MB: refused with a short message.
+    "library-name-10k": Case(create_library(name=TEN_K), Code.INVALID_ARGUMENT, "(10000 characters)"),
+    "library-name-1mb": Case(create_library(name=ONE_MB), Code.INVALID_ARGUMENT, "(1000000 characters)"),
+    "library-model-10k": Case(create_library(name="long-model", model=TEN_K), Code.INVALID_ARGUMENT, "model"),
+    "library-model-1mb": Case(create_library(name="long-model", model=ONE_MB), Code.INVALID_ARGUMENT, "model"),
+    "library-description-1mb": Case(
+        create_library(name="long-desc", description=ONE_MB), Code.INVALID_ARGUMENT, "description"
+    ),
+    "item-name-10k": Case(insert_named(TEN_K, 35), Code.INVALID_ARGUMENT, "got 10000"),
+    "item-name-1mb": Case(insert_named(ONE_MB, 36), Code.INVALID_ARGUMENT, "got 1000000"),
+    "tag-10k": Case(insert_named("t", 37, [TEN_K]), Code.INVALID_ARGUMENT, "(10000 characters)"),
+    "tag-1mb": Case(insert_named("t", 38, [ONE_MB]), Code.INVALID_ARGUMENT, "(1000000 characters)"),
+    "source-uri-1mb": Case(insert_named("t", 39, source_uri=ONE_MB), Code.INVALID_ARGUMENT, "source_uri"),
+    "idempotency-key-1mb": Case(insert_named("k", 40, idempotency_key=ONE_MB), Code.INVALID_ARGUMENT, "idempotency"),
+    "insert-library-10k": Case(
+        lambda env: env.g.InsertAudio(insert_stream(TEN_K, "a.wav", REFERENCE)), Code.NOT_FOUND, "(10000 characters)"
+    ),
+    "search-library-1mb": Case(lambda env: env.search(REFERENCE, library=ONE_MB), Code.NOT_FOUND, "characters)"),
+    "search-100k-tags": Case(  # each an SQL parameter: past what SQLite allows (32766)
+        lambda env: env.search(REFERENCE, tags=[f"t{i}" for i in range(100_000)]), Code.INVALID_ARGUMENT, "tags"
+    ),
+    "search-tag-10k": Case(lambda env: env.search(REFERENCE, tags=[TEN_K]), Code.INVALID_ARGUMENT, "tag"),
+    "list-library-10k": Case(
+        lambda env: env.g.ListAudio(pb.ListAudioRequest(library=TEN_K)), Code.NOT_FOUND, "(10000 characters)"
+    ),
+    "list-tag-1mb": Case(
+        lambda env: env.g.ListAudio(pb.ListAudioRequest(library=LIBRARY, tag=ONE_MB)), Code.INVALID_ARGUMENT, "tag"
+    ),
+    "delete-library-10k": Case(
+        lambda env: env.g.DeleteLibrary(pb.DeleteLibraryRequest(name=TEN_K)), Code.NOT_FOUND, "(10000 characters)"
+    ),
+    # Format characters that would disguise a stored name on the page and in listings.
+    "item-name-rlo": Case(insert_named(f"song{RLO}3pm.exe", 41), Code.INVALID_ARGUMENT, "U+202E"),
+    "item-name-zero-width-space": Case(insert_named("a\u200bb.wav", 42), Code.INVALID_ARGUMENT, "U+200B"),
+    "item-name-bom": Case(
+        insert_named("\ufeffa.wav", 43), Code.INVALID_ARGUMENT, "U+FEFF (ZERO WIDTH NO-BREAK SPACE) at position 1 of"
+    ),
+    "item-name-isolate": Case(insert_named("a\u2066b.wav", 44), Code.INVALID_ARGUMENT, "U+2066"),
+    "item-name-line-separator": Case(insert_named("a\u2028b.wav", 45), Code.INVALID_ARGUMENT, "U+2028"),
+    "item-name-c1-control": Case(insert_named("a\x9bb.wav", 46), Code.INVALID_ARGUMENT, "U+009B"),
+    "item-name-noncharacter": Case(insert_named("a\uffffb.wav", 47), Code.INVALID_ARGUMENT, "U+FFFF"),
+    "tag-rlo": Case(insert_named("t", 48, [f"evil{RLO}"]), Code.INVALID_ARGUMENT, "U+202E"),
+    "tag-rlm": Case(insert_named("t", 49, ["a\u200fb"]), Code.INVALID_ARGUMENT, "U+200F"),
+    "source-uri-rlo": Case(insert_named("t", 50, source_uri=f"upload:a{RLO}.wav"), Code.INVALID_ARGUMENT, "U+202E"),
+    "description-rlo": Case(
+        create_library(name="desc-rlo", description=f"fine\nthen {RLO}"), Code.INVALID_ARGUMENT, "U+202E"
+    ),
+    "search-tag-rlo": Case(lambda env: env.search(REFERENCE, tags=[RLO]), Code.INVALID_ARGUMENT, "U+202E"),
     # Unknown ids.
     "get-unknown-id": Case(lambda env: env.g.GetAudio(pb.GetAudioRequest(id=999_999)), Code.NOT_FOUND, "999999"),
     "get-id-0": Case(lambda env: env.g.GetAudio(pb.GetAudioRequest(id=0)), Code.NOT_FOUND),
@@ -478,8 +534,9 @@ async def check(env: Env, case: Case) -> None:
     except grpc.aio.AioRpcError as exc:
         code, details = exc.code(), exc.details() or ""
     await assert_healthy(env)  # whatever the answer was
-    assert code == case.code, details
-    assert case.message.lower() in details.lower(), details
+    assert code == case.code, details[:2000]
+    assert case.message.lower() in details.lower(), details[:2000]
+    assert len(details.encode()) <= MAX_DETAILS_BYTES, details[:2000]
     assert "internal error" not in details.lower() and "Traceback" not in details
 
 
@@ -545,3 +602,49 @@ def test_decoding_stops_at_the_limit_without_a_declared_length() -> None:
     assert decode(short, max_seconds=5, target_rate=8000).duration == pytest.approx(2.0)
     with pytest.raises(InvalidArgument):
         decode(unknown_length(encoded(0.001, 8000, 1, "FLAC", "PCM_16")), max_seconds=5, target_rate=8000)
+
+
+async def test_the_error_map_bounds_every_message() -> None:
+    """The backstop: whatever code raised it, however much of the request
+    it quotes, no status message outgrows the trailer. Without it, a
+    message of 10,000 characters could reach the client as
+    RESOURCE_EXHAUSTED "Stream removed" instead of its own code: gRPC
+    refuses metadata past 8 KiB, at random up to its hard limit."""
+
+    async def quoting(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise InvalidArgument(f"no such thing as {request.decode()!r}")
+
+    async def crashing(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise KeyError(request.decode())
+
+    handlers = {
+        "Quote": grpc.unary_unary_rpc_method_handler(quoting),
+        "Crash": grpc.unary_unary_rpc_method_handler(crashing),
+    }
+    server = grpc.aio.server(interceptors=[status.ErrorInterceptor()])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Hostile", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[LOCAL_SUBCHANNELS]) as channel:
+            for method, code in (("Quote", Code.INVALID_ARGUMENT), ("Crash", Code.INTERNAL)):
+                for text in ("n" * 10_000, "é" * 10_000, "%" * 5000, RLO * 3000):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await channel.unary_unary(f"/test.Hostile/{method}")(text.encode())
+                    details = info.value.details() or ""
+                    assert info.value.code() == code, details[:300]
+                    assert len(details.encode()) <= MAX_DETAILS_BYTES and details.endswith("bytes]"), details[-100:]
+    finally:
+        await server.stop(None)
+
+
+def test_messages_passed_on_from_another_service_are_bounded() -> None:
+    class Failed(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return Code.NOT_FOUND
+
+        def details(self) -> str:
+            return "x" * 100_000
+
+    exc = status.from_rpc_error(Failed(), "catalog")
+    assert isinstance(exc, NotFound) and len(exc.message.encode()) <= MAX_DETAILS_BYTES

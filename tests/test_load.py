@@ -16,6 +16,7 @@ import grpc
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
+from services.common.channels import LOCAL_SUBCHANNELS
 from tests.sounds import encode, excerpt, sound
 from tests.test_e2e import serve  # noqa: F401 - the multi-process stack fixture
 from tests.test_faults import ServiceProcesses, list_all
@@ -37,7 +38,7 @@ def test_concurrent_clients_lose_nothing_and_stay_bounded(serve) -> None:  # typ
     start, _env, port, _metrics, _http = serve
     supervisor = start()
     services = ServiceProcesses(supervisor.pid)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[LOCAL_SUBCHANNELS])
     gateway = pb_grpc.GatewayServiceStub(channel)
     gateway.CreateLibrary(pb.CreateLibraryRequest(name="load", model="fingerprint-v1"))
 

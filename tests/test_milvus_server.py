@@ -42,23 +42,29 @@ def milvus_server(tmp_path: Path):  # type: ignore[no-untyped-def]
         stderr=subprocess.PIPE,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+    try:  # the server goes whatever happens: a failed start, a failed test
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = MilvusClient(uri=uri, token="root:Milvus", timeout=2)
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError(
+                        f"milvus-lite server did not start: {process.stderr.read().decode()[-2000:]}"
+                    ) from None
+                time.sleep(0.3)
+        client.create_database("audio")
+        yield uri, client
+        client.close()
+    finally:
+        process.terminate()
         try:
-            client = MilvusClient(uri=uri, token="root:Milvus", timeout=2)
-            break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    f"milvus-lite server did not start: {process.stderr.read().decode()[-2000:]}"
-                ) from None
-            time.sleep(0.3)
-    client.create_database("audio")
-    yield uri, client
-    client.close()
-    process.terminate()
-    process.wait(30)
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 async def test_search_service_on_a_milvus_server_database(tmp_path: Path, milvus_server) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from services.common import config as cfg
 from services.common import logs, server, tracing
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.config import ConfigError, ServerConfig
 from services.common.metrics import Metrics
 from tests.conftest import start_stack, stop_stack
@@ -289,7 +290,7 @@ def handled_codes(running: server.RunningServer, method: str) -> dict[str, float
 async def test_a_busy_server_sheds_load_but_answers_its_probes() -> None:
     probe, running = await start_probe(max_concurrent_rpcs=1)
     try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
             slow = channel.unary_unary("/test.Probe/Slow")
             first = asyncio.ensure_future(slow(b"", timeout=10))
             await probe.entered.wait()
@@ -312,7 +313,7 @@ async def test_a_busy_server_sheds_load_but_answers_its_probes() -> None:
 async def test_health_watch_streams_serving() -> None:
     _, running = await start_probe()
     try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=5)
             first = await watch.read()
             assert first.status == health_pb2.HealthCheckResponse.SERVING
@@ -328,7 +329,7 @@ async def test_a_stream_the_client_cancels_is_counted_and_traced_as_cancelled(
 ) -> None:
     _, running = await start_probe()
     try:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
             call = channel.unary_stream("/test.Probe/Ticks")(b"", timeout=10)
             for _ in range(3):
                 await call.read()

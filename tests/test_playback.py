@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 
+from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import InvalidArgument
 from services.gateway.audio_store import AudioStore
 from tests.conftest import start_stack, stop_stack
@@ -92,7 +93,7 @@ async def test_repair_re_embeds_an_upload_from_its_kept_audio(stack) -> None:  #
     # The vectors are lost (a Milvus volume restored from an old backup, say).
     from audiosearch.search.v1 import search_pb2, search_pb2_grpc
 
-    async with grpc.aio.insecure_channel(stack.address("search")) as channel:
+    async with grpc.aio.insecure_channel(stack.address("search"), options=[LOCAL_SUBCHANNELS]) as channel:
         await search_pb2_grpc.SearchServiceStub(channel).DeleteVectors(
             search_pb2.DeleteVectorsRequest(library="heal", item_ids=[item.id])
         )
@@ -117,7 +118,7 @@ async def test_repair_drops_the_kept_audio_of_a_library_the_catalog_lost(stack) 
     folder = stack.data_dir / "audio" / b"lost".hex()
     assert any(folder.iterdir())
     # A library delete that crashed after the catalog step: the collection and the files remain.
-    async with grpc.aio.insecure_channel(stack.address("catalog")) as channel:
+    async with grpc.aio.insecure_channel(stack.address("catalog"), options=[LOCAL_SUBCHANNELS]) as channel:
         await catalog_pb2_grpc.CatalogServiceStub(channel).DeleteLibrary(catalog_pb2.DeleteLibraryRequest(name="lost"))
     report = await stack.gateway.Repair(pb.RepairRequest())
     assert [a.kind for a in report.actions] == [pb.REPAIR_KIND_ORPHAN_COLLECTION]

@@ -17,6 +17,11 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.search.v1 import search_pb2 as srch
 from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
 
+from services.common import config as cfg
+from services.common import server
+from services.common.channels import LOCAL_SUBCHANNELS
+from services.search import __main__ as search_main
+from services.search.config import SearchConfig
 from tests.sounds import encode, sound
 from tests.test_gateway import expect_code, insert_stream, search_stream
 
@@ -27,7 +32,9 @@ class Direct:
     """The internal services, reached the way the gateway reaches them."""
 
     def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
-        self.channels = [grpc.aio.insecure_channel(stack.address(n)) for n in ("catalog", "search")]
+        self.channels = [
+            grpc.aio.insecure_channel(stack.address(n), options=[LOCAL_SUBCHANNELS]) for n in ("catalog", "search")
+        ]
         self.catalog = cat_grpc.CatalogServiceStub(self.channels[0])
         self.search = srch_grpc.SearchServiceStub(self.channels[1])
 
@@ -217,3 +224,25 @@ async def test_the_gateway_repairs_on_start(stack, direct, tmp_path) -> None:  #
         await expect_code(direct.catalog.GetItem(cat.GetItemRequest(id=item.id)), grpc.StatusCode.NOT_FOUND)
     finally:
         await second.stop()
+
+
+async def test_a_search_restart_is_followed_by_a_repair(stack, direct) -> None:  # type: ignore[no-untyped-def]
+    """Whatever a restarted search service lost is put back without a
+    manual repair or a gateway restart: the gateway follows the search
+    service's health and repairs when it comes back."""
+    await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="lib", model="spectral-v1"))
+    item = await insert(stack, 6)
+    # The vectors are lost (as a store that crashed before they were durable would lose them) ...
+    await direct.search.DeleteVectors(srch.DeleteVectorsRequest(library="lib", item_ids=[item.id]))
+    # ... and the search service restarts on the same address.
+    old = stack.servers["search"]
+    address = old.address
+    await old.stop()
+    config = cfg.load(SearchConfig, environ={}, data_dir=stack.data_dir, listen=address, shutdown_grace_seconds=1.0)
+    stack.servers["search"] = await server.start(await search_main.build(config), config)
+    for _ in range(600):  # the post-restart repair re-embeds it from the kept upload
+        if item.id in await direct.vector_items("lib"):
+            break
+        await asyncio.sleep(0.1)
+    assert item.id in await direct.vector_items("lib")
+    assert await repair(stack) == []

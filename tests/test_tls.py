@@ -25,7 +25,7 @@ from services.cli import main as cli
 from services.cli.supervisor import wait_serving
 from services.common import config as cfg
 from services.common import server
-from services.common.channels import client_credentials, open_channel
+from services.common.channels import LOCAL_SUBCHANNELS, client_credentials, open_channel
 from services.common.config import ConfigError, TlsConfig
 from services.embedder import __main__ as embedder_main
 from services.embedder.config import EmbedderConfig
@@ -215,7 +215,7 @@ async def test_a_certificate_from_another_ca_is_refused(tls_stack, pki: Pki) -> 
 
 async def test_a_plaintext_client_is_refused(tls_stack) -> None:  # type: ignore[no-untyped-def]
     for name in ("catalog", "search", "embedder", "gateway"):
-        async with grpc.aio.insecure_channel(tls_stack.address(name)) as channel:
+        async with grpc.aio.insecure_channel(tls_stack.address(name), options=[LOCAL_SUBCHANNELS]) as channel:
             await expect_unavailable(channel)
 
 
@@ -350,7 +350,9 @@ def test_audiosearch_serve_with_mtls_and_tokens(tmp_path: Path, pki: Pki) -> Non
         assert code == 0 and report["added"] == 1, report  # type: ignore[index]
         code, libraries = run("libraries", "--token", "ci-3f9a")
         assert code == 0 and [lib["name"] for lib in libraries] == ["secure"]  # type: ignore[union-attr,index]
-        with grpc.insecure_channel(f"127.0.0.1:{port + 3}") as channel:  # the catalog refuses plaintext
+        with grpc.insecure_channel(
+            f"127.0.0.1:{port + 3}", options=[LOCAL_SUBCHANNELS]
+        ) as channel:  # the catalog refuses plaintext
             with pytest.raises(grpc.RpcError) as info:
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]

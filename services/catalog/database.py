@@ -66,28 +66,38 @@ def _file_lock(engine: Engine) -> Iterator[None]:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrades the schema to `revision`; a no-op when already there."""
-    if engine.url.get_backend_name() == "sqlite":
+    backend = engine.url.get_backend_name()
+    if backend == "sqlite":
         with _file_lock(engine):
+            _migrate(engine, revision)
+    elif backend in ("mysql", "mariadb"):
+        with _named_lock(engine):
             _migrate(engine, revision)
     else:
         _migrate(engine, revision)
 
 
+@contextlib.contextmanager
+def _named_lock(engine: Engine) -> Iterator[None]:
+    """MySQL's lock, on a connection of its own and released only after the
+    migration's transaction committed: released inside it, a waiting replica
+    would read the old alembic_version and run the same migration again."""
+    with engine.connect() as connection:
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": LOCK_NAME, "wait": LOCK_WAIT_SECONDS}
+        ).scalar()
+        if got != 1:
+            raise RuntimeError(f"another catalog held the migration lock for {LOCK_WAIT_SECONDS} s")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+
+
 def _migrate(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
-    backend = engine.url.get_backend_name()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        if backend == "postgresql":  # released when this transaction ends
+        if engine.url.get_backend_name() == "postgresql":  # released when this transaction ends
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        elif backend in ("mysql", "mariadb"):  # held by this connection until released
-            got = connection.execute(
-                text("SELECT GET_LOCK(:name, :wait)"), {"name": LOCK_NAME, "wait": LOCK_WAIT_SECONDS}
-            ).scalar()
-            if got != 1:
-                raise RuntimeError(f"another catalog held the migration lock for {LOCK_WAIT_SECONDS} s")
-        try:
-            command.upgrade(config, revision)
-        finally:
-            if backend in ("mysql", "mariadb"):
-                connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+        command.upgrade(config, revision)

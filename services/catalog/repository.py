@@ -6,16 +6,25 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, col, delete, select, update
 
 from services.catalog.tables import DELETING, PENDING, READY, AudioItem, ItemTag, Library
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.common.text import check_text, quoted
 
 LIBRARY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -24,7 +33,10 @@ MAX_PAGE = 1000
 MAX_TAGS = 64  # user tags per item
 MAX_SOURCE_URI = 4096
 MAX_ID = 2**63 - 1
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME = 512  # item names
+MAX_MODEL_NAME = 64
+MAX_DESCRIPTION = 1024
+TEXT_WHITESPACE = "\t\n\r"  # the controls a description may hold (and a tag, where they become spaces)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,17 +97,41 @@ class LibraryCounts:
 def validate_library_name(name: str) -> str:
     if not LIBRARY_NAME.fullmatch(name):
         raise InvalidArgument(
-            f"invalid library name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', "
+            f"invalid library name {quoted(name)}: use 1-64 lower-case letters, digits, '-' or '_', "
             "starting with a letter or digit"
         )
     return name
 
 
 def normalise_tag(tag: str) -> str:
+    # Checked before normalising: split() would quietly turn some controls
+    # and separators (U+001F, U+2028) into spaces.
+    check_text(f"tag {quoted(tag)}", tag, allowed=TEXT_WHITESPACE)
     tag = " ".join(tag.strip().lower().split())
-    if not tag or len(tag) > 255 or CONTROL.search(tag):
-        raise InvalidArgument(f"invalid tag {tag!r}: 1-255 characters, no control characters")
+    if not tag or len(tag) > 255:
+        raise InvalidArgument(f"invalid tag {quoted(tag)}: 1-255 characters once spaces are trimmed")
     return tag
+
+
+# Errors by which each backend says its disk (or a table's space) is full.
+SQLITE_FULL = sqlite3.SQLITE_FULL  # "database or disk is full"
+POSTGRES_DISK_FULL = "53100"  # SQLSTATE of psycopg.errors.DiskFull
+MYSQL_DISK_FULL = {3, 1021, 1114}  # EE_WRITE (errno 28), ER_DISK_FULL, ER_RECORD_FILE_FULL ("table is full")
+DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk full")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's, or the driver's own) says the
+    disk is full: retrying will not help until someone frees space."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL:
+        return True
+    if getattr(orig, "sqlstate", None) == POSTGRES_DISK_FULL:
+        return True
+    args = getattr(orig, "args", ())
+    if args and type(args[0]) is int and args[0] in MYSQL_DISK_FULL:  # PyMySQL: (code, message)
+        return True
+    return any(text in str(orig).lower() for text in DISK_FULL_TEXT)
 
 
 def _now() -> datetime:
@@ -140,15 +176,19 @@ class Catalog:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
-        except OperationalError as exc:
-            raise Unavailable(f"catalog database unavailable: {exc.orig}") from None
+        except DBAPIError as exc:
+            if is_disk_full(exc):  # PyMySQL raises some of these as InternalError
+                raise ResourceExhausted("the catalog's disk is full: free space, then retry") from None
+            if isinstance(exc, OperationalError):
+                raise Unavailable(f"catalog database unavailable: {exc.orig}") from None
+            raise
 
     # Libraries
 
     def _library(self, session: Session, name: str) -> Library:
         lib = session.exec(select(Library).where(Library.name == name)).first()
         if lib is None:
-            raise NotFound(f"library {name!r} does not exist")
+            raise NotFound(f"library {quoted(name)} does not exist")
         return lib
 
     def create_library(
@@ -161,12 +201,14 @@ class Catalog:
         hop_seconds: float = 0.0,
     ) -> LibraryRecord:
         validate_library_name(name)
-        if not model_name or model_dim <= 0:
-            raise InvalidArgument("a library needs a model name and a positive dimension")
-        if len(description) > 1024:
-            raise InvalidArgument("description is longer than 1024 characters")
-        if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", description):
-            raise InvalidArgument("description must not contain control characters (other than tab and newline)")
+        if not model_name or len(model_name) > MAX_MODEL_NAME or model_dim <= 0:
+            raise InvalidArgument(
+                f"a library needs a model name of 1-{MAX_MODEL_NAME} characters and a positive dimension"
+            )
+        check_text("model name", model_name)
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION} characters")
+        check_text("description", description, allowed=TEXT_WHITESPACE)
         if window_seconds < 0 or hop_seconds < 0:
             raise InvalidArgument("window and hop must not be negative")
         with self._session() as session:
@@ -184,7 +226,7 @@ class Catalog:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-                raise AlreadyExists(f"library {name!r} already exists") from None
+                raise AlreadyExists(f"library {quoted(name)} already exists") from None
             return _library_record(lib)
 
     def get_library(self, name: str) -> LibraryRecord:
@@ -254,7 +296,7 @@ class Catalog:
             if keyed is not None:
                 if keyed.sha256 != new.sha256:
                     raise InvalidArgument(
-                        f"idempotency key {new.idempotency_key!r} was already used for different content "
+                        f"idempotency key {quoted(new.idempotency_key)} was already used for different content "
                         f"(item {keyed.id}); use a new key for a new upload"
                     )
                 return keyed
@@ -268,10 +310,12 @@ class Catalog:
         marks it as recently touched, so repair leaves it alone."""
         if not SHA256.match(new.sha256):
             raise InvalidArgument("sha256 must be 64 lower-case hex characters")
-        if not new.name or len(new.name) > 512 or CONTROL.search(new.name):
-            raise InvalidArgument("item name must be 1-512 characters, without control characters")
-        if len(new.source_uri) > MAX_SOURCE_URI or CONTROL.search(new.source_uri):
-            raise InvalidArgument(f"source_uri must be at most {MAX_SOURCE_URI} characters, without control characters")
+        if not new.name or len(new.name) > MAX_NAME:
+            raise InvalidArgument(f"item name must be 1-{MAX_NAME} characters, got {len(new.name)}")
+        check_text("item name", new.name)
+        if len(new.source_uri) > MAX_SOURCE_URI:
+            raise InvalidArgument(f"source_uri must be at most {MAX_SOURCE_URI} characters, got {len(new.source_uri)}")
+        check_text("source_uri", new.source_uri)
         if len(new.user_tags) > MAX_TAGS:
             raise InvalidArgument(f"at most {MAX_TAGS} tags per item, got {len(new.user_tags)}")
         if new.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(new.idempotency_key):
@@ -425,6 +469,8 @@ class Catalog:
             return self._records(session, items), token
 
     def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
+        if len(tags) > MAX_TAGS:  # each is an SQL parameter: backends cap their number
+            raise InvalidArgument(f"at most {MAX_TAGS} tags per search, got {len(tags)}")
         labels = sorted({normalise_tag(t) for t in tags})
         with self._session() as session:
             lib = self._library(session, library)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from audiosearch.catalog.v1 import catalog_pb2 as pb
 from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.catalog.repository import Catalog, ItemRecord, LibraryRecord, NewItem
 from services.catalog.tables import DELETING, PENDING, READY
 from services.common.convert import timestamp
+from services.common.errors import InvalidArgument
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
 STATES = {PENDING: pb.ITEM_STATE_PENDING, READY: pb.ITEM_STATE_READY, DELETING: pb.ITEM_STATE_DELETING}
@@ -44,6 +47,13 @@ def item_pb(item: ItemRecord) -> pb.Item:
         create_time=timestamp(item.created_at),
         state=STATES[item.state],
     )
+
+
+def _datetime(value: Timestamp) -> datetime:
+    try:
+        return value.ToDatetime()
+    except ValueError as exc:  # outside years 1-9999
+        raise InvalidArgument(f"only_if_pending_before: {exc}") from None
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):
@@ -95,7 +105,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         return pb.MarkItemReadyResponse(item=item_pb(item))
 
     async def MarkItemDeleting(self, request, context):  # type: ignore[no-untyped-def]
-        before = request.only_if_pending_before.ToDatetime() if request.HasField("only_if_pending_before") else None
+        before = _datetime(request.only_if_pending_before) if request.HasField("only_if_pending_before") else None
         item = await self._run(self.catalog.mark_deleting, request.id, before)
         if item is None:
             return pb.MarkItemDeletingResponse(marked=False)

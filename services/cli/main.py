@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.common.channels import open_blocking_channel
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
 CHUNK = 1 << 20
 TIMEOUT = 600.0
+INSERT_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +127,20 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
             path.open("rb").close()  # unreadable (a broken link, no permission): a failed file, not a crash
         except OSError as exc:
             return path, exc
-        try:
-            return path, client.InsertAudio(
-                file_chunks(path, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c)), timeout=TIMEOUT
-            )
-        except grpc.RpcError as exc:
-            return path, exc
+        # A service restarting behind the gateway answers UNAVAILABLE: the
+        # same upload is retried (items are keyed by content, so a retry
+        # resumes or finds the item, never duplicates it) for up to about
+        # a minute before the file counts as failed.
+        for wait in (*INSERT_RETRY_WAITS, None):
+            try:
+                return path, client.InsertAudio(
+                    file_chunks(path, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c)), timeout=TIMEOUT
+                )
+            except grpc.RpcError as exc:
+                if wait is None or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    return path, exc
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     # Progress in bytes (rate in MB/s, time left), the files done beside it.
     total = sum(size_of(f) for f in files)
@@ -291,23 +301,36 @@ def cmd_repair(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
-    from services.cli.supervisor import Stack
+    from services.cli.supervisor import Interrupted, Stack, StackError
 
-    stack = Stack(Path(args.data_dir), args.host, args.port, metrics_port=args.metrics_port, http_port=args.http_port)
-    stack.start()
-    metrics = ", ".join(f"{name} http://{address}/metrics" for name, address in stack.metrics_addresses.items())
-    web = f"; web page and HTTP API on http://{stack.addresses['web']}/ (docs at /docs)" if args.http_port else ""
-    print(
-        f"audiosearch serving on {stack.addresses['gateway']}{web} "
-        f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
-        f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
+    stack = Stack(
+        Path(args.data_dir),
+        args.host,
+        args.port,
+        metrics_port=args.metrics_port,
+        http_port=args.http_port,
+        start_timeout=args.start_timeout,
+        unhealthy_after=args.unhealthy_after,
     )
-    died = stack.watch()
-    stack.stop()
-    if died:
-        raise CliError("INTERNAL", f"the {died} service kept exiting; see {stack.data_dir / 'logs' / (died + '.log')}")
+    try:
+        stack.start()  # preflight first: a live serve on DATA_DIR or a taken port fails in well under 5 s
+        metrics = ", ".join(f"{name} http://{address}/metrics" for name, address in stack.metrics_addresses.items())
+        web = f"; web page and HTTP API on http://{stack.addresses['web']}/ (docs at /docs)" if args.http_port else ""
+        print(
+            f"audiosearch serving on {stack.addresses['gateway']}{web} "
+            f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
+            f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        stack.watch()
+    except Interrupted:
+        pass
+    except StackError as exc:
+        doc = {"error": {"code": "UNAVAILABLE", "message": str(exc)}}
+        raise SystemExitWith(doc, f"audiosearch: {exc}", 1) from None
+    finally:
+        stack.stop()
     return {"stopped": True}, "stopped"
 
 
@@ -349,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
         c.set_defaults(fn=fn)
         return c
 
-    c = command("serve", cmd_serve, "run all four services locally until interrupted", gateway=False)
+    c = command("serve", cmd_serve, "run all services locally, healing them, until interrupted", gateway=False)
     c.add_argument("--data-dir", default="data", help="where Milvus Lite, SQLite and logs live (default ./data)")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=50051, help="gateway port; the others use the next three")
@@ -360,6 +383,18 @@ def parser() -> argparse.ArgumentParser:
         help="the gateway's /metrics port, the others' the next three (default: --port + 100; 0: none)",
     )
     c.add_argument("--http-port", type=int, default=8080, help="the web page and HTTP/JSON API (default 8080; 0: none)")
+    c.add_argument(
+        "--start-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a service may take to become SERVING (search loads every collection first; default 120)",
+    )
+    c.add_argument(
+        "--unhealthy-after",
+        type=float,
+        default=30.0,
+        help="restart a service whose health check fails this many seconds in a row (default 30)",
+    )
     c = command("index", cmd_index, "add audio files or folders (recursive) to a library")
     c.add_argument("paths", nargs="+")
     c.add_argument("--library", default="default")

@@ -32,6 +32,14 @@ _RETRY = json.dumps(
 )
 
 
+# Connections of this channel only: gRPC otherwise shares them across the
+# process's channels by address, and a new channel to an address whose old
+# server went away (a restart, a port reused) inherits a connection in
+# reconnect backoff and fails at once with "Connection refused" while the
+# new server is already listening (seen as a flaky test under load).
+LOCAL_SUBCHANNELS = ("grpc.use_local_subchannel_pool", 1)
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -42,6 +50,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         # Calls spread over every address the name resolves to (a headless
         # Kubernetes Service: all replicas), not just the first.
         ("grpc.lb_policy_name", "round_robin"),
+        LOCAL_SUBCHANNELS,
     ]
 
 
@@ -132,7 +141,7 @@ def open_blocking_channel(
 ) -> grpc.Channel:
     """A synchronous channel (the CLI, `audiosearch serve`'s health polls),
     sending `token` as a bearer token on every call when given."""
-    credentials, opts = _secure(list(options), tls)
+    credentials, opts = _secure([LOCAL_SUBCHANNELS, *options], tls)
     if credentials is None and token and not is_loopback(address):
         raise ConfigError(
             f"refusing to send a bearer token in plaintext to {address}: set AUDIOSEARCH_TLS_CA_FILE (TLS) "

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.common import logs, tracing
+from services.common import lifeline, logs, tracing
 from services.common.channels import is_loopback
 from services.common.config import ServerConfig
 from services.common.metrics import Metrics
@@ -42,6 +42,36 @@ class ServiceSpec:
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     # Adds the service's own series (batch sizes, store sizes) to its metrics.
     observe: Callable[[Metrics], None] | None = None
+    # Raises when the service cannot serve now (its store is stuck or gone):
+    # run every PROBE_INTERVAL s once SERVING, it turns health NOT_SERVING
+    # (so a supervisor or Kubernetes restarts it) and back when it passes.
+    probe: Callable[[], Awaitable[None]] | None = None
+
+
+PROBE_INTERVAL, PROBE_TIMEOUT = 5.0, 20.0
+
+
+async def _probe_loop(
+    probe: Callable[[], Awaitable[None]], health: health_aio.HealthServicer, names: Sequence[str]
+) -> None:
+    """Health follows the probe: a probe that fails or takes longer than
+    PROBE_TIMEOUT s means NOT_SERVING until one passes again."""
+    serving = True
+    while True:
+        await asyncio.sleep(PROBE_INTERVAL)
+        try:
+            await asyncio.wait_for(probe(), PROBE_TIMEOUT)
+            ok, why = True, ""
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            ok, why = False, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if ok != serving:
+            serving = ok
+            if ok:
+                log.info("health probe passes again: SERVING")
+            else:
+                log.error("health probe failed, NOT_SERVING: %s", why)
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            await _set_all(health, names, status)
 
 
 @dataclasses.dataclass
@@ -54,6 +84,7 @@ class RunningServer:
     metrics: Metrics
     # Where /metrics is served (None: AUDIOSEARCH_METRICS_LISTEN is empty).
     metrics_port: int | None = None
+    prober: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -61,6 +92,8 @@ class RunningServer:
 
     async def stop(self) -> None:
         """Drains: health goes NOT_SERVING, in-flight calls get `grace` s."""
+        if self.prober:
+            self.prober.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         self.metrics.close()
@@ -153,16 +186,18 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
         metrics.close()
         raise
     await _set_all(health, names, health_pb2.HealthCheckResponse.SERVING)
+    prober = asyncio.create_task(_probe_loop(spec.probe, health, names)) if spec.probe else None
     mtls = config.tls_ca_file and config.tls_require_client_cert
     security = "plaintext" if credentials is None else ("mTLS" if mtls else "TLS")
     where = "" if metrics_port is None else f", metrics on port {metrics_port}"
     log.info("%s serving on port %d (%s)%s", ", ".join(names), port, security, where)
-    return RunningServer(server, port, health, spec, config.shutdown_grace_seconds, metrics, metrics_port)
+    return RunningServer(server, port, health, spec, config.shutdown_grace_seconds, metrics, metrics_port, prober)
 
 
 def run(service: str, build: Callable[[], Awaitable[ServiceSpec]], config: ServerConfig) -> None:
     """Process entry point: serve until SIGTERM or SIGINT, then drain.
     Logging and tracing are set up first: `build` may open traced channels."""
+    lifeline.bind_to_parent()  # under `audiosearch serve`: stop when it dies
     logs.setup(config.log_level, config.log_format, service)
     tracing.configure(config, service)
     try:

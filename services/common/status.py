@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from services.common import deadlines, errors
+from services.common.text import bounded
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def code_for(exc: errors.ServiceError) -> grpc.StatusCode:
 def from_rpc_error(exc: grpc.RpcError, service: str) -> errors.ServiceError:
     """The domain exception for a failed call to `service`."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else None) or str(code)
+    # Bounded: the message is passed on, in this service's own trailer.
+    details = bounded((exc.details() if hasattr(exc, "details") else None) or str(code))
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):  # CANCELLED: the peer stopped (drain)
         return errors.Unavailable(f"{service} service unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -59,13 +61,16 @@ async def call(service: str, awaitable: Awaitable[Any]) -> Any:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    # Every message is bounded: it travels in the status trailer, and gRPC
+    # refuses metadata past 8 KiB (at random up to its hard limit), so the
+    # client would get RESOURCE_EXHAUSTED "Stream removed", not this code.
     if isinstance(exc, errors.ServiceError):
         code = code_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.error("internal error: %s", exc.message, exc_info=exc)
-        await context.abort(code, exc.message)
+        await context.abort(code, bounded(exc.message))
     log.exception("unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, bounded(f"internal error: {type(exc).__name__}: {exc}"))
 
 
 def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.text import quoted
 from services.embedder.config import EmbedderConfig
 from services.embedder.models.base import EmbeddingModel, ModelUnavailable
 
@@ -128,7 +129,7 @@ class Registry:
         name = name or self.default_name
         slot = self.slots.get(name)
         if slot is None:
-            raise InvalidArgument(f"unknown model {name!r}; this embedder offers: {', '.join(self.slots)}")
+            raise InvalidArgument(f"unknown model {quoted(name)}; this embedder offers: {', '.join(self.slots)}")
         if slot.state == LOADING:
             raise Unavailable(f"model {name} is still loading; retry shortly")
         if slot.state == UNAVAILABLE:

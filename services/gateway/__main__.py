@@ -11,13 +11,13 @@ from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from services.common import config as cfg
 from services.common import server
 from services.common.channels import open_channel
-from services.common.errors import ServiceError
 from services.gateway.access import load_tokens
 from services.gateway.audio_store import AudioStore
 from services.gateway.auth import AuthInterceptor
-from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient
+from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient, comebacks
 from services.gateway.config import GatewayConfig
 from services.gateway.orchestrator import Gateway, Settings
+from services.gateway.recovery import repair_after_comebacks, repair_with_retry
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
 
     async def startup() -> None:
         if config.repair_on_start:
-            tasks.append(asyncio.create_task(repair_on_start(gateway)))
+            tasks.append(asyncio.create_task(repair_with_retry(gateway, "start-up")))
+            tasks.append(asyncio.create_task(repair_after_comebacks(gateway, comebacks(channels[1]))))
 
     async def shutdown() -> None:
         for task in tasks:
@@ -79,20 +80,6 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
         shutdown=shutdown,
         interceptors=auth,
     )
-
-
-async def repair_on_start(gateway: Gateway, attempts: int = 10) -> None:
-    """Leftovers of a crash are fixed without anyone asking; the other
-    services may still be starting, so failures are retried with backoff."""
-    for attempt in range(attempts):
-        try:
-            actions = await gateway.repair()
-        except ServiceError as exc:
-            log.warning("start-up repair failed (attempt %d of %d): %s", attempt + 1, attempts, exc.message)
-            await asyncio.sleep(min(60.0, 2.0**attempt))
-            continue
-        log.info("start-up repair: %s", f"{len(actions)} inconsistencies fixed" if actions else "nothing to fix")
-        return
 
 
 def main() -> None:

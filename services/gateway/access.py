@@ -33,6 +33,7 @@ from typing import Any
 
 from services.common.config import ConfigError
 from services.common.errors import NotFound, PermissionDenied
+from services.common.text import quoted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ def require(library: str, write: bool = False) -> None:
     principal = _current.get()
     if principal is not None and not principal.may(library, write):
         verb = "write to" if write else "read"
-        raise PermissionDenied(f"{principal.name} may not {verb} library {library!r}")
+        raise PermissionDenied(f"{principal.name} may not {verb} library {quoted(library)}")
 
 
 def require_item(item_id: int, library: str, write: bool = False) -> None:

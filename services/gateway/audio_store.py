@@ -8,17 +8,20 @@ browser plays, whatever the original format was."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 # Longest stretch one request may ask for: 10 min of 48 kHz stereo WAV is 110 MB.
 MAX_SEGMENT_SECONDS = 600.0
@@ -29,6 +32,19 @@ class Segment:
     wav: bytes
     start: float
     end: float
+
+
+@contextlib.contextmanager
+def _disk_errors(root: Path) -> Iterator[None]:
+    """A failing disk under the kept uploads, as the caller should see it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(
+                f"the gateway's disk is full (kept uploads in {root}): free space on it, then retry"
+            ) from None
+        raise Unavailable(f"cannot write the kept upload under {root}: {exc.strerror}; retry") from None
 
 
 class AudioStore:
@@ -45,7 +61,8 @@ class AudioStore:
 
     async def put(self, library: str, item_id: int, data: bytes) -> None:
         if self.root is not None:
-            await asyncio.to_thread(self._put, self._file(library, item_id), data)
+            with _disk_errors(self.root):
+                await asyncio.to_thread(self._put, self._file(library, item_id), data)
 
     @staticmethod
     def _put(path: Path, data: bytes) -> None:

@@ -3,16 +3,19 @@ from the gateway's domain types, with deadlines and error mapping."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import grpc
 from audiosearch.catalog.v1 import catalog_pb2 as cat
 from audiosearch.catalog.v1 import catalog_pb2_grpc as cat_grpc
 from audiosearch.embedder.v1 import embedder_pb2 as emb
 from audiosearch.embedder.v1 import embedder_pb2_grpc as emb_grpc
 from audiosearch.search.v1 import search_pb2 as srch
 from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import deadlines
 from services.common.convert import vector_fields, vector_from_message
@@ -282,3 +285,28 @@ class CatalogClient(_Client):
 
     async def mark_pending(self, item_id: int) -> None:
         await self._call("MarkItemPending", cat.MarkItemPendingRequest(id=item_id))
+
+
+async def comebacks(channel: grpc.aio.Channel, retry_seconds: float = 1.0) -> AsyncIterator[None]:
+    """Yields each time the service behind `channel` is SERVING again after
+    it was away: its health said NOT_SERVING, or it could not be reached.
+    A stream that merely ends (the server rotating a connection, see
+    `max_connection_age`) and is answered SERVING at once is not a comeback.
+    Never ends; follows the health stream, so it costs no polling."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    away = False
+    while True:
+        answered = False
+        try:
+            async for response in stub.Watch(health_pb2.HealthCheckRequest()):
+                answered = True
+                if response.status != health_pb2.HealthCheckResponse.SERVING:
+                    away = True
+                elif away:
+                    away = False
+                    yield
+        except grpc.aio.AioRpcError:
+            if not answered:
+                away = True  # refused or timed out: down, or not up yet
+        if away or not answered:
+            await asyncio.sleep(retry_seconds)

@@ -29,7 +29,8 @@ class GatewayConfig(ServerConfig):
     auth_tokens_file: str = ""
     # Repair (GatewayService.Repair): a PENDING item untouched this long is
     # an abandoned insert. The gateway also repairs once on start, in the
-    # background, retrying until the other services answer.
+    # background, retrying until the other services answer, and again each
+    # time the search service comes back from a restart.
     repair_stale_seconds: float = 900.0
     repair_on_start: bool = True
     # Keep each upload (in `audio_dir`, default <data_dir>/audio) so matches

@@ -23,6 +23,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.limits import MAX_WINDOW_SECONDS
+from services.common.text import quoted
 from services.gateway import access
 from services.gateway.audio_store import AudioStore, Segment
 from services.gateway.domain import (
@@ -116,7 +117,7 @@ class Gateway:
         name = name or default
         status = next((m for m in models if m.name == name), None)
         if status is None:
-            raise InvalidArgument(f"unknown model {name!r}; available: {', '.join(m.name for m in models)}")
+            raise InvalidArgument(f"unknown model {quoted(name)}; available: {', '.join(m.name for m in models)}")
         return status
 
     async def create_library(
@@ -202,17 +203,16 @@ class Gateway:
         # New, or left PENDING by an earlier attempt: (re)do the remaining steps.
         try:
             embedded = await self.embedder.embed(data, lib.model, self.settings.auto_tags, lib.window, lib.hop)
+            if embedded.model != lib.model or embedded.dim != lib.dim:
+                raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
+            await self.audio.put(library, item.id, data)  # before READY: a ready item can be played
+            # Acknowledged only once durable (the search service's promise),
+            # so a READY item keeps its vectors through a crash of the store.
+            await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
         except ServiceError as exc:
             if created and isinstance(exc, (InvalidArgument, ResourceExhausted, FailedPrecondition)):
-                # Bad input or a busy embedder: leave no trace. Only while still
-                # PENDING: a concurrent upload of the same content may have
-                # finished the item meanwhile, and that one stays.
-                await self.catalog.delete_item(item.id, only_if_state=PENDING)
+                await self._forget(library, item.id)
             raise
-        if embedded.model != lib.model or embedded.dim != lib.dim:
-            raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
-        await self.audio.put(library, item.id, data)  # before READY: a ready item can be played
-        await self.vectors.upsert(library, lib.model, lib.dim, item.id, embedded.windows)
         try:
             item = await self.catalog.mark_ready(item.id, embedded)
         except (NotFound, FailedPrecondition):
@@ -221,8 +221,22 @@ class Gateway:
             # a retry starts afresh.
             await self.vectors.delete(library, [item.id])
             await self.audio.delete(library, item.id)
-            raise Unavailable(f"the insert of {name!r} was interrupted by a delete; retry it") from None
+            raise Unavailable(f"the insert of {quoted(name)} was interrupted by a delete; retry it") from None
         return item, created
+
+    async def _forget(self, library: str, item_id: int) -> None:
+        """Leaves no trace of an insert that failed for a reason a retry
+        will not fix by itself (bad input, a full disk, a busy embedder).
+        Only while still PENDING: a concurrent upload of the same content
+        may have finished the item meanwhile, and that one stays. Best
+        effort: what it cannot remove (the catalog's disk is full too),
+        a retry resumes or repair removes once stale."""
+        try:
+            if await self.catalog.delete_item(item_id, only_if_state=PENDING):
+                await self.audio.delete(library, item_id)
+                await self.vectors.delete(library, [item_id])
+        except ServiceError as exc:
+            log.warning("could not clear the failed insert of item %d: %s", item_id, exc.message)
 
     async def insert_path(
         self, library: str, path: str, name: str = "", tags: Sequence[str] = (), idempotency_key: str = ""
@@ -237,26 +251,26 @@ class Gateway:
         file = self._allowed_file(path)
         size = file.stat().st_size
         if size > self.settings.max_upload_bytes:
-            raise ResourceExhausted(f"{path} is {size} bytes; the limit is {self.settings.max_upload_bytes}")
+            raise ResourceExhausted(f"{quoted(path)} is {size} bytes; the limit is {self.settings.max_upload_bytes}")
         return file.read_bytes()
 
     def _allowed_file(self, path: str) -> Path:
         if not self.settings.allowed_roots:
             raise PermissionDenied("inserting by server path is disabled; set AUDIOSEARCH_ALLOWED_ROOTS on the gateway")
         if not path or not os.path.isabs(path):
-            raise InvalidArgument(f"path must be absolute, got {path!r}")
+            raise InvalidArgument(f"path must be absolute, got {quoted(path)}")
         if "\x00" in path:
             raise InvalidArgument("path must not contain NUL characters")
         resolved = Path(os.path.realpath(path))  # follows symlinks: a link cannot escape a root
         roots = [Path(os.path.realpath(r)) for r in self.settings.allowed_roots]
         if not any(resolved == root or root in resolved.parents for root in roots):
-            raise PermissionDenied(f"{path} is outside the allowed roots ({', '.join(map(str, roots))})")
+            raise PermissionDenied(f"{quoted(path)} is outside the allowed roots ({', '.join(map(str, roots))})")
         try:
             is_file = resolved.is_file()
         except OSError as exc:  # e.g. a name longer than the file system allows
-            raise InvalidArgument(f"unusable path {path!r}: {exc.strerror}") from None
+            raise InvalidArgument(f"unusable path {quoted(path)}: {exc.strerror}") from None
         if not is_file:
-            raise NotFound(f"no file at {path}")
+            raise NotFound(f"no file at {quoted(path)}")
         return resolved
 
     async def get(self, item_id: int) -> Item:
@@ -308,7 +322,7 @@ class Gateway:
                 raise InvalidArgument("give either an uploaded clip or item_id, not both")
             source = await self.get(item_id)
             if library and library != source.library:
-                raise InvalidArgument(f"item {item_id} is in library {source.library!r}, not {library!r}")
+                raise InvalidArgument(f"item {item_id} is in library {source.library!r}, not {quoted(library)}")
             library = source.library
             lib = await self.catalog.get_library(library)
             windows = await self.vectors.get(library, item_id)

@@ -25,3 +25,6 @@ class SearchConfig(ServerConfig):
     index_type: str = "FLAT"
     # Most neighbours a single query vector may ask for.
     max_top_k: int = 2048
+    # Longest wait for Milvus (one call, a collection load, the store's
+    # lock); past it the caller gets UNAVAILABLE and health says so.
+    store_timeout_seconds: float = 60.0

@@ -5,18 +5,34 @@ again overwrites instead of duplicating: a retried insert is harmless."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+# pymilvus imports scipy.sparse lazily, on the first vector it converts;
+# two worker threads doing that at once see a half-initialised module.
+import scipy.sparse  # noqa: F401
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from services.common.text import quoted
 from services.common.vectors import Sparse, Vector
+from services.search.access import AccessLock
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +44,10 @@ SPARSE_PROPERTY = "audiosearch.sparse"
 # writes have paused for FLUSH_AFTER seconds.
 FLUSH_AFTER = 1.0
 EMPTY_WEIGHT = 1e-6
+# Milvus's "collection not loaded" (a collection released by a restart of
+# Milvus Lite or by an operator): load it and try again.
+NOT_LOADED = 101
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,28 +116,132 @@ class ServerTls:
         return options
 
 
+def _disk_full(text: str) -> bool:
+    return "No space left" in text or f"Errno {errno.ENOSPC}" in text or "Disk quota" in text
+
+
+def store_error(exc: BaseException) -> ServiceError:
+    """What a failure of Milvus (or of the disk under Milvus Lite) means for
+    the caller: a full disk is RESOURCE_EXHAUSTED, anything else of the
+    store's is UNAVAILABLE (retryable), never an internal error."""
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or _disk_full(text):
+        return ResourceExhausted("the vector store's disk is full: free space on it, then retry")
+    return Unavailable(f"vector store error, retry: {text[:300]}")
+
+
+def _not_loaded(exc: MilvusException) -> bool:
+    return getattr(exc, "code", None) == NOT_LOADED or "released" in str(exc) or "not loaded" in str(exc)
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except ServiceError:
+        raise
+    except (MilvusException, OSError) as exc:
+        raise store_error(exc) from None
+
+
 class VectorStore:
     def __init__(
-        self, uri: str, token: str = "", index_type: str = "FLAT", db_name: str = "", tls: ServerTls | None = None
+        self,
+        uri: str,
+        token: str = "",
+        index_type: str = "FLAT",
+        db_name: str = "",
+        tls: ServerTls | None = None,
+        timeout: float = 60.0,
     ) -> None:
         """`uri` is a Milvus Lite file (…/name.db) or a server
-        (http://host:19530, https:// for TLS); the client code is the same."""
+        (http://host:19530, https:// for TLS); the client code is the same.
+        `timeout` bounds every call to Milvus and every wait for the store."""
         server = uri.startswith(("http://", "https://", "tcp://", "unix:"))
         if not server:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self.uri, self.index_type = uri, index_type
+        self.uri, self.index_type, self.timeout = uri, index_type, timeout
         options = (tls or ServerTls()).client_options() if server else {}
         try:
-            self.client = MilvusClient(uri=uri, token=token, db_name=db_name, **options)
+            self.client = MilvusClient(uri=uri, token=token, db_name=db_name, timeout=timeout, **options)
         except MilvusException as exc:
             raise Unavailable(f"cannot open Milvus at {uri}: {exc}") from None
-        self._lock = threading.Lock()  # collection create/drop/load are not concurrent-safe
-        self._loaded: set[str] = set()
+        # Milvus Lite needs its writers one at a time (see access.py).
+        self._access = AccessLock(enabled=not server, timeout=timeout)
+        self._meta = threading.Lock()  # guards the dicts below, never held over a Milvus call
         self._bindings: dict[str, Binding] = {}
         self._dirty: dict[str, float] = {}
+        # Milvus Lite after a failed write or flush: a failed flush has
+        # already dropped the rows it was sealing from memory (they are only
+        # in the log on disk now, and the next successful flush would delete
+        # that log), and a failed write may have left a torn batch at the
+        # log's end. So nothing more is written, flushed or read until the
+        # engine is reopened from disk, which replays the log: everything
+        # acknowledged comes back, the torn batch (never acknowledged) not.
+        self._broken = False
+        self._token, self._db_name = token, db_name
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="milvus-flush", daemon=True)
         self._flusher.start()
+
+    def open(self) -> int:
+        """Loads every library's collection, one at a time: done before the
+        service reports SERVING, so the first search finds it loaded (and
+        Milvus Lite never opens a collection from two threads). Returns
+        how many there are."""
+        with _store_errors(), self._access.write():
+            names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith("lib_")]
+            for name in names:
+                self._load(name)
+        for name in names:
+            self._warm(name)
+        return len(names)
+
+    def _warm(self, name: str) -> None:
+        """One search, so what Milvus builds on the first (a segment's index,
+        1.6 s for 165 items here against 0.07 s for the second) is built
+        before any caller waits for it."""
+        binding = self._binding(name)
+        if binding is None:
+            return
+        query: list[float] | dict[int, float] = (
+            {binding.dim - 1: 1.0} if binding.sparse else [1.0 / binding.dim**0.5] * binding.dim
+        )
+        began = time.monotonic()
+        self._use(
+            name,
+            False,
+            lambda: self.client.search(
+                name, data=[query], anns_field="vector", limit=1, output_fields=["item_id"], timeout=self.timeout
+            ),
+        )
+        log.info("warmed collection %s in %.2f s", name, time.monotonic() - began)
+
+    def check(self) -> None:
+        """Raises unless the store answers a cheap call now (the health probe)."""
+        self._recover()
+        with _store_errors(), self._access.read():
+            self.client.list_collections(timeout=min(self.timeout, 10.0))
+
+    def _recover(self) -> None:
+        """Reopens Milvus Lite from disk after a failed write or flush (see
+        `_broken`); a no-op otherwise. Fails (UNAVAILABLE) while it cannot."""
+        if not self._broken:
+            return
+        with _store_errors(), self._access.write():
+            if not self._broken:
+                return  # another thread did it
+            from milvus_lite.server_manager import server_manager_instance
+
+            log.warning("reopening Milvus Lite at %s to replay its log after a failed write", self.uri)
+            with contextlib.suppress(Exception):
+                self.client.close()
+            server_manager_instance.release_server(self.uri)
+            self.client = MilvusClient(uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout)
+            for name in self.client.list_collections(timeout=self.timeout):
+                if name.startswith("lib_"):
+                    self._load(name)
+            self._broken = False
 
     def close(self) -> None:
         self._stop.set()
@@ -125,76 +249,99 @@ class VectorStore:
         self.flush()
         self.client.close()
 
+    def _load(self, name: str) -> None:
+        """Loads `name` (the caller holds the write lock); bounded by the timeout."""
+        began = time.monotonic()
+        self.client.load_collection(name, timeout=self.timeout)
+        log.info("loaded collection %s in %.2f s", name, time.monotonic() - began)
+
+    def _use(self, name: str, write: bool, action: Callable[[], T]) -> T:
+        """Runs `action` on collection `name` under the read or the write
+        lock, with the store's failures as domain errors; a collection
+        found released (Milvus restarted, an operator released it) is
+        loaded and `action` runs once more."""
+        self._recover()
+        for attempt in (1, 2):
+            try:
+                with self._access.write() if write else self._access.read():
+                    return action()
+            except MilvusException as exc:
+                if attempt == 2 or not _not_loaded(exc):
+                    self._failed(write, exc)
+                    raise store_error(exc) from None
+                log.warning("collection %s was released; loading it again", name)
+            except OSError as exc:
+                self._failed(write, exc)
+                raise store_error(exc) from None
+            with _store_errors(), self._access.write():
+                self._load(name)
+        raise AssertionError("unreachable")
+
+    def _failed(self, write: bool, exc: BaseException) -> None:
+        if write and self._access.enabled:  # Milvus Lite (see `_broken`)
+            log.error("a write to Milvus Lite failed (%s); it is reopened before the next request", exc)
+            self._broken = True
+
     def flush(self) -> None:
         """Seals what was written, so searches run on indexed segments."""
-        with self._lock:
+        with self._meta:
             names, self._dirty = list(self._dirty), {}
         for name in names:
-            try:
-                self.client.flush(name)
-            except MilvusException as exc:  # dropped meanwhile, or the server is away: retried on the next write
-                log.warning("flush of %s failed: %s", name, exc)
+            self._flush(name)
+
+    def _flush(self, name: str) -> bool:
+        try:
+            self._use(name, True, lambda: self.client.flush(name, timeout=self.timeout))
+        except ServiceError as exc:  # dropped meanwhile, or the disk is full: retried later
+            log.warning("flush of %s failed: %s", name, exc.message)
+            return False
+        return True
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_AFTER / 2):
             now = time.monotonic()
-            with self._lock:
+            with self._meta:
                 idle = [n for n, t in self._dirty.items() if now - t >= FLUSH_AFTER]
                 for name in idle:
                     del self._dirty[name]
             for name in idle:
-                try:
-                    self.client.flush(name)
-                except MilvusException as exc:
-                    log.warning("flush of %s failed: %s", name, exc)
+                if not self._flush(name):
+                    with self._meta:
+                        self._dirty.setdefault(name, now)
 
     def _binding(self, name: str) -> Binding | None:
-        if name in self._bindings:
-            return self._bindings[name]
-        if not self.client.has_collection(name):
-            return None
-        props = self.client.describe_collection(name).get("properties", {})
+        with self._meta:
+            if name in self._bindings:
+                return self._bindings[name]
+        with _store_errors(), self._access.read():
+            if not self.client.has_collection(name, timeout=self.timeout):
+                return None
+            props = self.client.describe_collection(name, timeout=self.timeout).get("properties", {})
         binding = Binding(
             props.get(MODEL_PROPERTY, ""), int(props.get(DIM_PROPERTY, 0)), props.get(SPARSE_PROPERTY) == "true"
         )
-        self._bindings[name] = binding
+        with self._meta:
+            self._bindings[name] = binding
         return binding
-
-    def _ensure_loaded(self, name: str) -> None:
-        # A collection is released after a restart; load it before use.
-        if name in self._loaded:
-            return
-        with self._lock:
-            state = self.client.get_load_state(name).get("state")
-            if str(state) != "Loaded" and getattr(state, "name", "") != "Loaded":
-                self.client.load_collection(name)
-            self._loaded.add(name)
 
     def _bound(self, library: str, model: str | None = None, dim: int | None = None) -> tuple[str, Binding]:
         name = collection_name(library)
         binding = self._binding(name)
         if binding is None:
-            raise NotFound(f"library {library!r} has no vector collection")
+            raise NotFound(f"library {quoted(library)} has no vector collection")
         if model is not None and (binding.model != model or (dim is not None and binding.dim != dim)):
             raise FailedPrecondition(
-                f"library {library!r} holds {binding.model} vectors ({binding.dim}-d); "
+                f"library {quoted(library)} holds {binding.model} vectors ({binding.dim}-d); "
                 f"{model} ({dim}-d) vectors cannot be mixed in. Use a library created for {model}."
             )
-        self._ensure_loaded(name)
         return name, binding
 
     def create(self, library: str, model: str, dim: int, sparse: bool = False) -> bool:
         if dim <= 0 or (dim > 32768 and not sparse) or dim > 1 << 32:
             raise InvalidArgument(f"dimension {dim} is out of range")
         name = collection_name(library)
-        with self._lock:
-            binding = self._binding(name)
-            if binding is not None:
-                if binding != Binding(model, dim, sparse):
-                    raise FailedPrecondition(
-                        f"library {library!r} is already bound to {binding.model} ({binding.dim}-d)"
-                    )
-                return False
+        binding = self._binding(name)
+        if binding is None:
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("pk", DataType.INT64, is_primary=True)
             schema.add_field("item_id", DataType.INT64)
@@ -213,20 +360,28 @@ class VectorStore:
                 LIBRARY_PROPERTY: library,
                 SPARSE_PROPERTY: "true" if sparse else "false",
             }
-            self.client.create_collection(name, schema=schema, index_params=index, properties=properties)
-            self._loaded.add(name)
-        log.info("created collection %s for library %r (%s, %d-d)", name, library, model, dim)
-        return True
+            with _store_errors(), self._access.write():
+                if not self.client.has_collection(name, timeout=self.timeout):  # a concurrent create may have won
+                    self.client.create_collection(
+                        name, schema=schema, index_params=index, properties=properties, timeout=self.timeout
+                    )
+                    self._load(name)  # loaded once, here, by one thread
+                    log.info("created collection %s for library %r (%s, %d-d)", name, library, model, dim)
+                    return True
+            binding = self._binding(name)
+        if binding != Binding(model, dim, sparse):
+            raise FailedPrecondition(f"library {quoted(library)} is already bound to {binding.model} ({binding.dim}-d)")
+        return False
 
     def drop(self, library: str) -> bool:
         name = collection_name(library)
-        with self._lock:
-            self._loaded.discard(name)
-            self._bindings.pop(name, None)
-            self._dirty.pop(name, None)
-            if not self.client.has_collection(name):
+        with _store_errors(), self._access.write():
+            with self._meta:
+                self._bindings.pop(name, None)
+                self._dirty.pop(name, None)
+            if not self.client.has_collection(name, timeout=self.timeout):
                 return False
-            self.client.drop_collection(name)
+            self.client.drop_collection(name, timeout=self.timeout)
         return True
 
     def _encode(self, vector: Vector, binding: Binding, what: str) -> list[float] | dict[int, float]:
@@ -242,6 +397,15 @@ class VectorStore:
         if isinstance(vector, Sparse) or len(vector) != binding.dim:
             raise InvalidArgument(f"{what}: expected a dense {binding.dim}-d vector")
         return np.asarray(vector, dtype=np.float32).tolist()
+
+    def _write(self, name: str, action: Callable[[], T]) -> T:
+        """A write that, once it returns, survives a SIGKILL of this process:
+        Milvus Lite has it in its write-ahead log in the OS's page cache (a
+        server: in its own log)."""
+        result = self._use(name, True, action)
+        with self._meta:
+            self._dirty[name] = time.monotonic()
+        return result
 
     def upsert(self, library: str, model: str, dim: int, vectors: Sequence[WindowVector]) -> int:
         name, binding = self._bound(library, model, dim)
@@ -260,15 +424,19 @@ class VectorStore:
             )
         if not rows:
             return 0
-        count = int(self.client.upsert(name, rows)["upsert_count"])
-        with self._lock:
-            self._dirty[name] = time.monotonic()
-        return count
+        return self._write(name, lambda: int(self.client.upsert(name, rows, timeout=self.timeout)["upsert_count"]))
 
     def get(self, library: str, item_id: int) -> list[WindowVector]:
         name, binding = self._bound(library)
-        rows = self.client.query(
-            name, filter=f"item_id == {int(item_id)}", output_fields=["item_id", "window", "offset", "vector"]
+        rows = self._use(
+            name,
+            False,
+            lambda: self.client.query(
+                name,
+                filter=f"item_id == {int(item_id)}",
+                output_fields=["item_id", "window", "offset", "vector"],
+                timeout=self.timeout,
+            ),
         )
         rows.sort(key=lambda r: r["window"])
         return [
@@ -301,17 +469,22 @@ class VectorStore:
             filters.append(f"item_id in {_ids(item_ids)}")
         if exclude:
             filters.append(f"item_id not in {_ids(exclude)}")
-        results = self.client.search(
+        results = self._use(
             name,
-            data=data,
-            anns_field="vector",
-            limit=top_k,
-            filter=" and ".join(filters),
-            output_fields=["item_id", "window", "offset"],
-            search_params={"metric_type": "IP"},
-            # Grouping keeps one hit per item, so long recordings with many
-            # windows cannot crowd other items out of the top k.
-            **({"group_by_field": "item_id", "group_size": hits_per_item} if hits_per_item > 0 else {}),
+            False,
+            lambda: self.client.search(
+                name,
+                data=data,
+                anns_field="vector",
+                limit=top_k,
+                filter=" and ".join(filters),
+                output_fields=["item_id", "window", "offset"],
+                search_params={"metric_type": "IP"},
+                timeout=self.timeout,
+                # Grouping keeps one hit per item, so long recordings with many
+                # windows cannot crowd other items out of the top k.
+                **({"group_by_field": "item_id", "group_size": hits_per_item} if hits_per_item > 0 else {}),
+            ),
         )
         return [
             [
@@ -325,45 +498,59 @@ class VectorStore:
         if not item_ids:
             return 0
         name = collection_name(library)
-        if not self.client.has_collection(name):
+        if self._binding(name) is None:
             return 0
-        self._ensure_loaded(name)
-        before = self._count(name, f"item_id in {_ids(item_ids)}")
-        self.client.delete(name, filter=f"item_id in {_ids(item_ids)}")
-        return before
+        expr = f"item_id in {_ids(item_ids)}"
+
+        def delete() -> int:
+            before = self._count(name, expr)
+            self.client.delete(name, filter=expr, timeout=self.timeout)
+            return before
+
+        return self._write(name, delete)
 
     def item_ids(self, library: str) -> list[int]:
         """Every item with at least one window in the library (for repair)."""
         name, _ = self._bound(library)
-        ids: set[int] = set()
-        # Strong consistency: on a Milvus server, see every write acknowledged so far.
-        iterator = self.client.query_iterator(
-            name, batch_size=16384, filter="", output_fields=["item_id"], consistency_level="Strong"
-        )
-        try:
-            while batch := iterator.next():
-                ids.update(int(r["item_id"]) for r in batch)
-        finally:
-            iterator.close()
-        return sorted(ids)
+
+        def collect() -> list[int]:
+            ids: set[int] = set()
+            # Strong consistency: on a Milvus server, see every write acknowledged so far.
+            iterator = self.client.query_iterator(
+                name,
+                batch_size=16384,
+                filter="",
+                output_fields=["item_id"],
+                consistency_level="Strong",
+                timeout=self.timeout,
+            )
+            try:
+                while batch := iterator.next():
+                    ids.update(int(r["item_id"]) for r in batch)
+            finally:
+                iterator.close()
+            return sorted(ids)
+
+        return self._use(name, False, collect)
 
     def _count(self, name: str, expr: str = "") -> int:
-        rows = self.client.query(name, filter=expr, output_fields=["count(*)"])
+        rows = self.client.query(name, filter=expr, output_fields=["count(*)"], timeout=self.timeout)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def stats(self, library: str = "") -> list[Stats]:
         if library:
             names = [collection_name(library)]
-            if not self.client.has_collection(names[0]):
-                raise NotFound(f"library {library!r} has no vector collection")
+            if self._binding(names[0]) is None:
+                raise NotFound(f"library {quoted(library)} has no vector collection")
         else:
-            names = [n for n in self.client.list_collections() if n.startswith("lib_")]
+            with _store_errors(), self._access.read():
+                names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith("lib_")]
         out = []
         for name in sorted(names):
-            self._ensure_loaded(name)
-            props = self.client.describe_collection(name).get("properties", {})
-            out.append(
-                Stats(
+
+            def read(name: str = name) -> Stats:
+                props = self.client.describe_collection(name, timeout=self.timeout).get("properties", {})
+                return Stats(
                     props.get(LIBRARY_PROPERTY, name),
                     props.get(MODEL_PROPERTY, ""),
                     int(props.get(DIM_PROPERTY, 0)),
@@ -371,5 +558,11 @@ class VectorStore:
                     self._count(name, "window == 0"),  # every item has exactly one window 0
                     props.get(SPARSE_PROPERTY) == "true",
                 )
-            )
+
+            try:
+                out.append(self._use(name, False, read))
+            except Unavailable:
+                if self._binding(name) is not None:
+                    raise
+                # dropped since the listing
         return out

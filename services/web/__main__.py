@@ -7,7 +7,7 @@ import asyncio
 import uvicorn
 
 from services.common import config as cfg
-from services.common import logs
+from services.common import lifeline, logs
 from services.common.channels import open_channel
 from services.web.app import create_app
 from services.web.config import WebConfig
@@ -27,6 +27,7 @@ async def serve(config: WebConfig) -> None:
 
 
 def main() -> None:
+    lifeline.bind_to_parent()  # first: a web page outliving `audiosearch serve` would hold its port
     config = cfg.load(WebConfig)
     logs.setup(config.log_level, config.log_format, "web")
     asyncio.run(serve(config))

@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.text import bounded, quoted
 from services.web import schema
 from services.web.config import WebConfig
 from services.web.errors import HTTP_CODE_NAMES, HttpError
@@ -33,6 +34,9 @@ STATIC = Path(__file__).with_name("static")
 # Item ids are int64 in the protos: larger numbers are a 400, not a crash.
 ItemId = Annotated[int, FastApiPath(ge=-(2**63), le=2**63 - 1)]
 CHUNK = 256 * 1024  # upload messages to the gateway
+# gRPC metadata is printable ASCII within 8 KiB in all: a longer or odd
+# header would fail the call (INTERNAL, RESOURCE_EXHAUSTED) instead of saying why.
+MAX_AUTHORIZATION = 4096
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +47,24 @@ def to_json(message: Message) -> dict[str, Any]:
     )
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
+    "5XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
+}
+
+
 def _responses(message: type[Message]) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI answer of a route: the proto message's schema, and the error body."""
-    return {
-        200: {"content": {"application/json": {"schema": schema.ref(message.DESCRIPTOR)}}},
-        "4XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
-        "5XX": {"description": "error", "content": {"application/json": {"schema": schema.ERROR_REF}}},
-    }
+    return {200: {"content": {"application/json": {"schema": schema.ref(message.DESCRIPTOR)}}}, **ERROR_RESPONSES}
 
 
 def _check_upload(upload: UploadFile, limit: int) -> None:
     """An empty or oversized file part is refused before the gateway is called."""
+    what = quoted(upload.filename) if upload.filename else "the upload"
     if upload.size is not None and upload.size > limit:
-        raise HttpError(413, "RESOURCE_EXHAUSTED", f"{upload.filename}: larger than the {limit}-byte upload limit")
+        raise HttpError(413, "RESOURCE_EXHAUSTED", f"{what} is larger than the {limit}-byte upload limit")
     if upload.size == 0:
-        raise HttpError(400, "INVALID_ARGUMENT", f"{upload.filename or 'the upload'} is empty")
+        raise HttpError(400, "INVALID_ARGUMENT", f"{what} is empty")
 
 
 async def _upload_messages(upload: UploadFile, first: Message, make: Any) -> AsyncIterator[Message]:
@@ -71,7 +78,15 @@ async def _upload_messages(upload: UploadFile, first: Message, make: Any) -> Asy
 def _auth(request: Request) -> tuple[tuple[str, str], ...] | None:
     """The caller's bearer token, passed on to the gateway."""
     token = request.headers.get("authorization")
-    return (("authorization", token),) if token else None
+    if not token:
+        return None
+    if len(token) > MAX_AUTHORIZATION or not (token.isascii() and token.isprintable()):
+        raise HttpError(
+            401,
+            "UNAUTHENTICATED",
+            f"the authorization header must be at most {MAX_AUTHORIZATION} printable ASCII characters",
+        )
+    return (("authorization", token),)
 
 
 class BodyLimit:
@@ -157,7 +172,7 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        body = HttpError(500, "INTERNAL", f"internal error: {type(exc).__name__}: {exc}").body()
+        body = HttpError(500, "INTERNAL", bounded(f"internal error: {type(exc).__name__}: {exc}")).body()
         return JSONResponse(body, status_code=500)
 
     # Libraries
@@ -219,7 +234,7 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         "/v1/items/{item_id}/audio",
         tags=["items"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"audio/wav": {}}, "description": "the stretch, as WAV"}},
+        responses={200: {"content": {"audio/wav": {}}, "description": "the stretch, as WAV"}, **ERROR_RESPONSES},
     )
     async def audio(
         request: Request,

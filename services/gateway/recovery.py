@@ -1,0 +1,38 @@
+"""Repair that nobody has to ask for: at start-up, and each time the search
+service comes back from a restart (a store that crashed may have lost
+writes it never acknowledged as durable, or a backend may have been
+restored from a backup), so the stores agree again without waiting for the
+next gateway start or a manual `audiosearch repair`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from services.common.errors import ServiceError
+from services.gateway.orchestrator import Gateway
+
+log = logging.getLogger(__name__)
+
+
+async def repair_with_retry(gateway: Gateway, why: str, attempts: int = 10) -> None:
+    """One repair; the other services may still be starting, so failures
+    are retried with backoff (1, 2, 4 ... 60 s; about 8 minutes in all)."""
+    for attempt in range(attempts):
+        try:
+            actions = await gateway.repair()
+        except ServiceError as exc:
+            log.warning("%s repair failed (attempt %d of %d): %s", why, attempt + 1, attempts, exc.message)
+            await asyncio.sleep(min(60.0, 2.0**attempt))
+            continue
+        log.info("%s repair: %s", why, f"{len(actions)} inconsistencies fixed" if actions else "nothing to fix")
+        return
+
+
+async def repair_after_comebacks(gateway: Gateway, comebacks: AsyncIterator[None]) -> None:
+    """A repair after each comeback of the search service; comebacks that
+    arrive while one runs are folded into the next."""
+    async for _ in comebacks:
+        log.info("the search service is back after a restart: checking the stores agree")
+        await repair_with_retry(gateway, "post-restart")
