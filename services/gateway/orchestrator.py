@@ -222,7 +222,9 @@ class Gateway:
             await self.vectors.delete(library, [item.id])
             await self.audio.delete(library, item.id)
             raise Unavailable(f"the insert of {quoted(name)} was interrupted by a delete; retry it") from None
-        return item, created
+        # Not in the library before this call (new, or left PENDING by an
+        # attempt that failed): this call added it, as the client sees it.
+        return item, True
 
     async def _forget(self, library: str, item_id: int) -> None:
         """Leaves no trace of an insert that failed for a reason a retry
