@@ -52,6 +52,12 @@ def stub(args: argparse.Namespace) -> pb_grpc.GatewayServiceStub:
     return pb_grpc.GatewayServiceStub(channel)
 
 
+def printable(text: str) -> str:
+    """`text` for a terminal: what would move the cursor, recolour or reorder
+    it (controls, a right-to-left override in a file name) as escapes."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def item_dict(item: pb.AudioItem) -> dict[str, Any]:
     return MessageToDict(item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
@@ -172,7 +178,7 @@ def cmd_index(args: argparse.Namespace) -> tuple[Any, str]:
         f"{len(failed)} failed, {len(skipped)} not audio (skipped by extension)"
     )
     for f in failed[:20]:
-        text += f"\n  failed: {f['path']}: {f['code']}: {f['message']}"
+        text += f"\n  failed: {printable(f['path'])}: {f['code']}: {f['message']}"
     if len(failed) > 20:
         text += f"\n  ... and {len(failed) - 20} more (--json lists all)"
     if failed:
@@ -313,17 +319,22 @@ def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
         unhealthy_after=args.unhealthy_after,
     )
     try:
-        stack.start()  # preflight first: a live serve on DATA_DIR or a taken port fails in well under 5 s
-        metrics = ", ".join(f"{name} http://{address}/metrics" for name, address in stack.metrics_addresses.items())
-        web = f"; web page and HTTP API on http://{stack.addresses['web']}/ (docs at /docs)" if args.http_port else ""
-        print(
-            f"audiosearch serving on {stack.addresses['gateway']}{web} "
-            f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
-            f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
-            file=sys.stderr,
-            flush=True,
-        )
-        stack.watch()
+        # One signal handler from start to stop: a SIGTERM right after the
+        # "serving" line still stops the stack in order.
+        with stack.stop_on_signals():
+            stack.start()  # preflight first: a live serve on DATA_DIR or a taken port fails in well under 5 s
+            metrics = ", ".join(f"{name} http://{a}/metrics" for name, a in stack.metrics_addresses.items())
+            web = (
+                f"; web page and HTTP API on http://{stack.addresses['web']}/ (docs at /docs)" if args.http_port else ""
+            )
+            print(
+                f"audiosearch serving on {stack.addresses['gateway']}{web} "
+                f"(data in {stack.data_dir}, logs in {stack.data_dir / 'logs'}"
+                f"{'; metrics: ' + metrics if metrics else ''}); Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            stack.watch()
     except Interrupted:
         pass
     except StackError as exc:

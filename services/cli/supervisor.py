@@ -293,7 +293,7 @@ class Stack:
             self.start_timeout = timeout
         self.preflight()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._stop_on_signals():
+        with self.stop_on_signals():
             for child in self.children.values():
                 self._launch(child, time.monotonic())
                 while child.state == "starting":
@@ -329,7 +329,12 @@ class Stack:
             "AUDIOSEARCH_GATEWAY_ADDR": self.addresses["gateway"],
             PARENT_PID_ENV: str(os.getpid()),
         }
-        with (logs / f"{child.name}.log").open("ab") as log_file:
+        try:
+            log_file = (logs / f"{child.name}.log").open("ab")
+        except OSError as exc:  # a full disk: the service still runs, unlogged, rather than not at all
+            print(f"audiosearch: cannot open the {child.name} log: {exc.strerror}", file=sys.stderr, flush=True)
+            log_file = open(os.devnull, "ab")  # closed just below
+        with log_file:
             child.process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{child.name}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
             )
@@ -348,7 +353,7 @@ class Stack:
         """Heals the children (see the module docstring) until SIGTERM or
         SIGINT; raises CrashLoop when one keeps failing. One pass takes
         milliseconds: health checks are futures, a relaunch is one Popen."""
-        with self._stop_on_signals():
+        with self.stop_on_signals():
             while not self._stop_requested:
                 now = time.monotonic()
                 for child in self.children.values():
@@ -470,7 +475,7 @@ class Stack:
                 child.process.wait(10)
 
     @contextlib.contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
+    def stop_on_signals(self) -> Iterator[None]:
         """SIGTERM and SIGINT only set a flag the loops look at, while they
         run (from the main thread; the caller's handlers come back after)."""
         if threading.current_thread() is not threading.main_thread():
@@ -496,8 +501,11 @@ class Stack:
             "children": {name: c.process.pid for name, c in self.children.items() if c.process is not None},
         }
         tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.pid_file)  # a reader never sees half a file
+        try:
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.pid_file)  # a reader never sees half a file
+        except OSError as exc:  # a full disk must not stop the stack: only leftover detection suffers
+            print(f"audiosearch: cannot write {self.pid_file}: {exc.strerror}", file=sys.stderr, flush=True)
 
     def _read_pid_file(self) -> dict[str, Any] | None:
         try:
@@ -572,5 +580,5 @@ def _http_health(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:  # noqa: S310 - our own loopback URL
             return "SERVING" if response.status == 200 else f"HTTP {response.status}"
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, or a half-started server's garbage
         return f"no answer ({exc})"

@@ -51,6 +51,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         # Kubernetes Service: all replicas), not just the first.
         ("grpc.lb_policy_name", "round_robin"),
         LOCAL_SUBCHANNELS,
+        # A peer that restarts is reached again within 2 s of being back, not
+        # after gRPC's default backoff (up to 120 s after a long outage).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 

@@ -17,7 +17,7 @@ from services.gateway.auth import AuthInterceptor
 from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient, comebacks
 from services.gateway.config import GatewayConfig
 from services.gateway.orchestrator import Gateway, Settings
-from services.gateway.recovery import repair_after_comebacks, repair_with_retry
+from services.gateway.recovery import Recovery
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
 
     async def startup() -> None:
         if config.repair_on_start:
-            tasks.append(asyncio.create_task(repair_with_retry(gateway, "start-up")))
-            tasks.append(asyncio.create_task(repair_after_comebacks(gateway, comebacks(channels[1]))))
+            recovery = Recovery(gateway)
+            tasks.append(asyncio.create_task(recovery.repair("start-up")))
+            tasks.append(asyncio.create_task(recovery.after_comebacks(comebacks(channels[1]))))
 
     async def shutdown() -> None:
         for task in tasks:

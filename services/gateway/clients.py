@@ -297,16 +297,23 @@ async def comebacks(channel: grpc.aio.Channel, retry_seconds: float = 1.0) -> As
     away = False
     while True:
         answered = False
+        call = stub.Watch(health_pb2.HealthCheckRequest())
         try:
-            async for response in stub.Watch(health_pb2.HealthCheckRequest()):
+            async for response in call:
                 answered = True
                 if response.status != health_pb2.HealthCheckResponse.SERVING:
+                    # Draining or starting: let go of the stream (an open one
+                    # would hold a draining server for its whole grace period)
+                    # and watch again shortly.
                     away = True
-                elif away:
+                    break
+                if away:
                     away = False
                     yield
         except grpc.aio.AioRpcError:
             if not answered:
                 away = True  # refused or timed out: down, or not up yet
+        finally:
+            call.cancel()
         if away or not answered:
             await asyncio.sleep(retry_seconds)

@@ -16,23 +16,31 @@ from services.gateway.orchestrator import Gateway
 log = logging.getLogger(__name__)
 
 
-async def repair_with_retry(gateway: Gateway, why: str, attempts: int = 10) -> None:
-    """One repair; the other services may still be starting, so failures
-    are retried with backoff (1, 2, 4 ... 60 s; about 8 minutes in all)."""
-    for attempt in range(attempts):
-        try:
-            actions = await gateway.repair()
-        except ServiceError as exc:
-            log.warning("%s repair failed (attempt %d of %d): %s", why, attempt + 1, attempts, exc.message)
+class Recovery:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        # One repair at a time: a comeback during the start-up repair waits
+        # for it instead of doing the same work beside it.
+        self._one_at_a_time = asyncio.Lock()
+
+    async def repair(self, why: str, attempts: int = 10) -> None:
+        """One repair; the other services may still be starting, so failures
+        are retried with backoff (1, 2, 4 ... 60 s; about 8 minutes in all)."""
+        for attempt in range(attempts):
+            try:
+                async with self._one_at_a_time:
+                    actions = await self.gateway.repair()
+            except ServiceError as exc:
+                log.warning("%s repair failed (attempt %d of %d): %s", why, attempt + 1, attempts, exc.message)
+            except Exception:  # a bug must not end the background task: log it, try again later
+                log.exception("%s repair failed (attempt %d of %d)", why, attempt + 1, attempts)
+            else:
+                log.info("%s repair: %s", why, f"{len(actions)} inconsistencies fixed" if actions else "nothing to fix")
+                return
             await asyncio.sleep(min(60.0, 2.0**attempt))
-            continue
-        log.info("%s repair: %s", why, f"{len(actions)} inconsistencies fixed" if actions else "nothing to fix")
-        return
 
-
-async def repair_after_comebacks(gateway: Gateway, comebacks: AsyncIterator[None]) -> None:
-    """A repair after each comeback of the search service; comebacks that
-    arrive while one runs are folded into the next."""
-    async for _ in comebacks:
-        log.info("the search service is back after a restart: checking the stores agree")
-        await repair_with_retry(gateway, "post-restart")
+    async def after_comebacks(self, comebacks: AsyncIterator[None]) -> None:
+        """A repair after each comeback of the search service."""
+        async for _ in comebacks:
+            log.info("the search service is back after a restart: checking the stores agree")
+            await self.repair("post-restart")

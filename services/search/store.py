@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import numpy as np
 
 # pymilvus imports scipy.sparse lazily, on the first vector it converts;
@@ -47,6 +48,9 @@ EMPTY_WEIGHT = 1e-6
 # Milvus's "collection not loaded" (a collection released by a restart of
 # Milvus Lite or by an operator): load it and try again.
 NOT_LOADED = 101
+# What a call to Milvus may raise: pymilvus passes some gRPC errors through
+# unwrapped (a deadline, a refused token).
+FAILURES = (MilvusException, grpc.RpcError, grpc.FutureTimeoutError, OSError)
 T = TypeVar("T")
 
 
@@ -130,8 +134,15 @@ def store_error(exc: BaseException) -> ServiceError:
     return Unavailable(f"vector store error, retry: {text[:300]}")
 
 
-def _not_loaded(exc: MilvusException) -> bool:
-    return getattr(exc, "code", None) == NOT_LOADED or "released" in str(exc) or "not loaded" in str(exc)
+def _not_loaded(exc: BaseException) -> bool:
+    return isinstance(exc, MilvusException) and (
+        getattr(exc, "code", None) == NOT_LOADED or "released" in str(exc) or "not loaded" in str(exc)
+    )
+
+
+def _gone(exc: BaseException) -> bool:
+    """A collection dropped meanwhile: nothing of the store is damaged."""
+    return isinstance(exc, MilvusException) and ("not exist" in str(exc) or "not found" in str(exc))
 
 
 @contextlib.contextmanager
@@ -140,7 +151,7 @@ def _store_errors() -> Iterator[None]:
         yield
     except ServiceError:
         raise
-    except (MilvusException, OSError) as exc:
+    except FAILURES as exc:
         raise store_error(exc) from None
 
 
@@ -192,9 +203,15 @@ class VectorStore:
         with _store_errors(), self._access.write():
             names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith("lib_")]
             for name in names:
-                self._load(name)
+                try:
+                    self._load(name)
+                except FAILURES as exc:  # the first request loads it again (`_use`); the others still serve
+                    log.error("could not load collection %s at start-up: %s", name, exc)
         for name in names:
-            self._warm(name)
+            try:
+                self._warm(name)
+            except (ServiceError, *FAILURES) as exc:
+                log.warning("could not warm collection %s: %s", name, exc)
         return len(names)
 
     def _warm(self, name: str) -> None:
@@ -202,7 +219,7 @@ class VectorStore:
         1.6 s for 165 items here against 0.07 s for the second) is built
         before any caller waits for it."""
         binding = self._binding(name)
-        if binding is None:
+        if binding is None or binding.dim <= 0:  # not one of ours (a shared Milvus database)
             return
         query: list[float] | dict[int, float] = (
             {binding.dim - 1: 1.0} if binding.sparse else [1.0 / binding.dim**0.5] * binding.dim
@@ -220,7 +237,10 @@ class VectorStore:
     def check(self) -> None:
         """Raises unless the store answers a cheap call now (the health probe)."""
         self._recover()
-        with _store_errors(), self._access.read():
+        # Without the lock: a busy store is not a stuck one (every call that
+        # holds the lock is bounded by the timeout), and Milvus answers this
+        # metadata call beside writes.
+        with _store_errors():
             self.client.list_collections(timeout=min(self.timeout, 10.0))
 
     def _recover(self) -> None:
@@ -264,23 +284,24 @@ class VectorStore:
         for attempt in (1, 2):
             try:
                 with self._access.write() if write else self._access.read():
-                    return action()
-            except MilvusException as exc:
+                    if self._broken:  # a write failed while this call waited for the lock
+                        raise Unavailable("the vector store is reopening after a failed write; retry")
+                    try:
+                        return action()
+                    except FAILURES as exc:
+                        if write and self._access.enabled and not _not_loaded(exc) and not _gone(exc):
+                            # Still under the lock: no other write may slip in
+                            # before the engine is reopened (see `_broken`).
+                            self._broken = True
+                            log.error("a write to Milvus Lite failed (%s); reopening it before the next request", exc)
+                        raise
+            except FAILURES as exc:
                 if attempt == 2 or not _not_loaded(exc):
-                    self._failed(write, exc)
                     raise store_error(exc) from None
                 log.warning("collection %s was released; loading it again", name)
-            except OSError as exc:
-                self._failed(write, exc)
-                raise store_error(exc) from None
             with _store_errors(), self._access.write():
                 self._load(name)
         raise AssertionError("unreachable")
-
-    def _failed(self, write: bool, exc: BaseException) -> None:
-        if write and self._access.enabled:  # Milvus Lite (see `_broken`)
-            log.error("a write to Milvus Lite failed (%s); it is reopened before the next request", exc)
-            self._broken = True
 
     def flush(self) -> None:
         """Seals what was written, so searches run on indexed segments."""
@@ -294,6 +315,9 @@ class VectorStore:
             self._use(name, True, lambda: self.client.flush(name, timeout=self.timeout))
         except ServiceError as exc:  # dropped meanwhile, or the disk is full: retried later
             log.warning("flush of %s failed: %s", name, exc.message)
+            return False
+        except Exception:  # the flusher thread must outlive any surprise
+            log.exception("flush of %s failed", name)
             return False
         return True
 
