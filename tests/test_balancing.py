@@ -48,3 +48,36 @@ def test_connection_age_is_set_unless_zero() -> None:
     options = dict(connection_age(300))
     assert options["grpc.max_connection_age_ms"] == 300_000
     assert options["grpc.max_connection_age_grace_ms"] > 300_000  # longer than any RPC may run
+
+
+async def test_a_new_channel_does_not_inherit_a_dead_servers_backoff(tmp_path: Path) -> None:
+    """The cause of a flaky "Connection refused" under load: gRPC shares
+    connections between a process's channels with the same settings, so a
+    channel to a port whose server had gone away (an earlier test's, a
+    restarted service's) left the shared connection in reconnect backoff,
+    and a new channel to a new server on that port failed at once (seen
+    with plain channels). Ours keep their own connections
+    (`LOCAL_SUBCHANNELS`) and cap the reconnect backoff at 2 s; either
+    alone makes this pass, so it guards the pair."""
+    import grpc
+
+    from tests.test_e2e import free_port_block
+
+    address = f"127.0.0.1:{free_port_block(1)}"
+    old = open_channel(address)
+    try:
+        stub = pb_grpc.CatalogServiceStub(old)
+        try:
+            await stub.ListLibraries(pb.ListLibrariesRequest(), timeout=2)
+        except grpc.aio.AioRpcError:
+            pass  # nothing listens yet: this channel's connection is now in backoff
+        config = cfg.load(CatalogConfig, environ={}, listen=address, database_url=f"sqlite:///{tmp_path / 'c.db'}")
+        running = await server.start(await catalog_main.build(config), config)
+        new = open_channel(address)
+        try:
+            await pb_grpc.CatalogServiceStub(new).ListLibraries(pb.ListLibrariesRequest(), timeout=10)
+        finally:
+            await new.close()
+            await running.stop()
+    finally:
+        await old.close()
