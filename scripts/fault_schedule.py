@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.sounds import music  # noqa: E402
 from tests.test_e2e import free_port_block  # noqa: E402
+from tests.test_faults import ServiceProcesses  # noqa: E402
 
 RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"}
 AUDIO = {".flac", ".wav", ".ogg"}
@@ -53,23 +54,6 @@ def cli(env: dict[str, str], *args: str, timeout: float = 900) -> tuple[int, obj
         return out.returncode, json.loads(out.stdout)
     except json.JSONDecodeError:
         return out.returncode, {"error": {"code": "NO_JSON", "message": (out.stdout + out.stderr)[-500:]}}
-
-
-def children(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return out
-    for child in map(int, listed):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            continue
-        for part in cmdline:
-            if part.startswith(b"services."):
-                out[part.decode().split(".")[1]] = child
-    return out
 
 
 def serve(env: dict[str, str], data: Path, port: int, http_port: int) -> subprocess.Popen[bytes]:
@@ -131,7 +115,7 @@ def main() -> int:
             if run.poll() is not None:
                 problems.append(f"the first index ended before {name} was killed")
                 break
-            pid = children(supervisor.pid).get(name)
+            pid = ServiceProcesses(supervisor.pid).pids().get(name)
             if pid:
                 os.kill(pid, signal.SIGKILL)
                 print(f"killed {name} (pid {pid})", flush=True)

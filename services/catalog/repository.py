@@ -23,6 +23,7 @@ from services.common.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    disk_full,
 )
 from services.common.text import check_text, quoted
 
@@ -117,7 +118,7 @@ def normalise_tag(tag: str) -> str:
 SQLITE_FULL = sqlite3.SQLITE_FULL  # "database or disk is full"
 POSTGRES_DISK_FULL = "53100"  # SQLSTATE of psycopg.errors.DiskFull
 MYSQL_DISK_FULL = {3, 1021, 1114}  # EE_WRITE (errno 28), ER_DISK_FULL, ER_RECORD_FILE_FULL ("table is full")
-DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk full")
+DISK_FULL_TEXT = ("database or disk is full", "disk full")  # SQLite's and MySQL's words; the OS's: disk_full
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -131,7 +132,7 @@ def is_disk_full(exc: BaseException) -> bool:
     args = getattr(orig, "args", ())
     if args and type(args[0]) is int and args[0] in MYSQL_DISK_FULL:  # PyMySQL: (code, message)
         return True
-    return any(text in str(orig).lower() for text in DISK_FULL_TEXT)
+    return disk_full(orig) or any(text in str(orig).lower() for text in DISK_FULL_TEXT)
 
 
 def _now() -> datetime:

@@ -49,7 +49,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import config as cfg
-from services.common.channels import open_blocking_channel
+from services.common.channels import open_blocking_channel, reconnect_backoff
 from services.common.config import TlsConfig
 from services.common.lifeline import PARENT_PID_ENV
 
@@ -66,15 +66,9 @@ CHECK_EVERY = {"starting": 0.5, "serving": 1.0}  # seconds between health checks
 TICK = 0.2  # the watch loop's period, seconds
 LOG_TAIL_LINES = 40
 LEFTOVER_GRACE = 5.0  # seconds a leftover child gets after SIGTERM, before SIGKILL
-# Health polls reconnect within a second to a child that just (re)started,
-# not after gRPC's default backoff of up to two minutes, on connections of
-# their own (not shared with an older channel to the same address).
-_PROBE_OPTIONS = [
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
+# Health polls reconnect within a second to a child that just (re)started
+# (open_blocking_channel also gives each channel connections of its own).
+_PROBE_OPTIONS = reconnect_backoff(1000)
 
 
 class StackError(RuntimeError):

@@ -40,6 +40,16 @@ _RETRY = json.dumps(
 LOCAL_SUBCHANNELS = ("grpc.use_local_subchannel_pool", 1)
 
 
+def reconnect_backoff(max_ms: int = 2000) -> list[tuple[str, object]]:
+    """A peer that restarts is reached again within `max_ms` of being back,
+    not after gRPC's default backoff (up to 120 s after a long outage)."""
+    return [
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", max_ms),
+    ]
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -51,11 +61,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         # Kubernetes Service: all replicas), not just the first.
         ("grpc.lb_policy_name", "round_robin"),
         LOCAL_SUBCHANNELS,
-        # A peer that restarts is reached again within 2 s of being back, not
-        # after gRPC's default backoff (up to 120 s after a long outage).
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2000),
+        *reconnect_backoff(),
     ]
 
 

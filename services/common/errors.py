@@ -3,6 +3,8 @@ maps them to gRPC status codes in one place (and back, for clients)."""
 
 from __future__ import annotations
 
+import errno
+
 
 class ServiceError(Exception):
     """Base of every error a service reports to its caller on purpose."""
@@ -53,3 +55,18 @@ class DeadlineExceeded(ServiceError):
 
 class Internal(ServiceError):
     """A bug or an unexpected state; the message says what was expected."""
+
+
+# How a full disk shows, as an OSError or inside the message of a library
+# that wraps one (Milvus, a database driver).
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("no space left", f"errno {errno.ENOSPC}", "disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says a disk is full: retrying will not help until
+    someone frees space, so callers answer ResourceExhausted, not Unavailable."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _FULL_TEXT)

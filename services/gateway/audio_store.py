@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import io
 import os
 import shutil
@@ -21,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    disk_full,
+)
 
 # Longest stretch one request may ask for: 10 min of 48 kHz stereo WAV is 110 MB.
 MAX_SEGMENT_SECONDS = 600.0
@@ -40,7 +46,7 @@ def _disk_errors(root: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if disk_full(exc):
             raise ResourceExhausted(
                 f"the gateway's disk is full (kept uploads in {root}): free space on it, then retry"
             ) from None

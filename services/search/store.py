@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from services.common.errors import (
     ResourceExhausted,
     ServiceError,
     Unavailable,
+    disk_full,
 )
 from services.common.text import quoted
 from services.common.vectors import Sparse, Vector
@@ -120,18 +120,13 @@ class ServerTls:
         return options
 
 
-def _disk_full(text: str) -> bool:
-    return "No space left" in text or f"Errno {errno.ENOSPC}" in text or "Disk quota" in text
-
-
 def store_error(exc: BaseException) -> ServiceError:
     """What a failure of Milvus (or of the disk under Milvus Lite) means for
     the caller: a full disk is RESOURCE_EXHAUSTED, anything else of the
     store's is UNAVAILABLE (retryable), never an internal error."""
-    text = str(exc)
-    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or _disk_full(text):
+    if disk_full(exc):
         return ResourceExhausted("the vector store's disk is full: free space on it, then retry")
-    return Unavailable(f"vector store error, retry: {text[:300]}")
+    return Unavailable(f"vector store error, retry: {str(exc)[:300]}")
 
 
 def _not_loaded(exc: BaseException) -> bool:
