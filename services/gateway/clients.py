@@ -133,8 +133,8 @@ class VectorClient(_Client):
         binding = srch.ModelBinding(name=model, dim=dim)
         await self._call("UpsertVectors", srch.UpsertVectorsRequest(library=library, model=binding, vectors=vectors))
 
-    async def get(self, library: str, item_id: int) -> list[Window]:
-        r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id))
+    async def get(self, library: str, item_id: int, windows: Sequence[int] = ()) -> list[Window]:
+        r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id, windows=windows))
         return [Window(v.window_index, v.offset_seconds, vector_from_message(v)) for v in r.vectors]
 
     async def search(

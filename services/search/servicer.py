@@ -44,7 +44,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.UpsertVectorsResponse(upserted=n)
 
     async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]
-        vectors = await asyncio.to_thread(self.store.get, _library(request.library), request.item_id)
+        vectors = await asyncio.to_thread(
+            self.store.get, _library(request.library), request.item_id, list(request.windows)
+        )
         return pb.GetVectorsResponse(
             vectors=[
                 pb.WindowVector(

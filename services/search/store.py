@@ -445,14 +445,18 @@ class VectorStore:
             return 0
         return self._write(name, lambda: int(self.client.upsert(name, rows, timeout=self.timeout)["upsert_count"]))
 
-    def get(self, library: str, item_id: int) -> list[WindowVector]:
+    def get(self, library: str, item_id: int, windows: Sequence[int] = ()) -> list[WindowVector]:
+        """An item's windows (only `windows`, by index, when given), in order."""
         name, binding = self._bound(library)
+        expr = f"item_id == {int(item_id)}"
+        if windows:
+            expr += f" and window in [{', '.join(str(int(w)) for w in windows)}]"
         rows = self._use(
             name,
             False,
             lambda: self.client.query(
                 name,
-                filter=f"item_id == {int(item_id)}",
+                filter=expr,
                 output_fields=["item_id", "window", "offset", "vector"],
                 timeout=self.timeout,
             ),

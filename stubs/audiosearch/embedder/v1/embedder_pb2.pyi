@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading", "min_evidence", "sparse")
+    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading", "min_evidence", "sparse", "landmarks", "min_confidence")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class ModelInfo(_message.Message):
     LOADING_FIELD_NUMBER: _ClassVar[int]
     MIN_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPARSE_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
@@ -32,7 +34,9 @@ class ModelInfo(_message.Message):
     loading: bool
     min_evidence: float
     sparse: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ..., min_evidence: _Optional[float] = ..., sparse: _Optional[bool] = ...) -> None: ...
+    landmarks: bool
+    min_confidence: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ..., min_evidence: _Optional[float] = ..., sparse: _Optional[bool] = ..., landmarks: _Optional[bool] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -81,18 +85,22 @@ class AudioInfo(_message.Message):
     def __init__(self, duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Window(_message.Message):
-    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector", "sparse")
+    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector", "sparse", "speed", "pitch")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     SPARSE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    PITCH_FIELD_NUMBER: _ClassVar[int]
     index: int
     offset_seconds: float
     duration_seconds: float
     vector: _containers.RepeatedScalarFieldContainer[float]
     sparse: SparseVector
-    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
+    speed: float
+    pitch: float
+    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ..., speed: _Optional[float] = ..., pitch: _Optional[float] = ...) -> None: ...
 
 class SparseVector(_message.Message):
     __slots__ = ("indices", "values")

@@ -206,28 +206,34 @@ class TimeRange(_message.Message):
     def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchResult(_message.Message):
-    __slots__ = ("item", "score", "item_range", "query_range", "evidence")
+    __slots__ = ("item", "score", "item_range", "query_range", "evidence", "speed", "pitch")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ITEM_RANGE_FIELD_NUMBER: _ClassVar[int]
     QUERY_RANGE_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    PITCH_FIELD_NUMBER: _ClassVar[int]
     item: AudioItem
     score: float
     item_range: TimeRange
     query_range: TimeRange
     evidence: float
-    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., score: _Optional[float] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., query_range: _Optional[_Union[TimeRange, _Mapping]] = ..., evidence: _Optional[float] = ...) -> None: ...
+    speed: float
+    pitch: float
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ..., score: _Optional[float] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., query_range: _Optional[_Union[TimeRange, _Mapping]] = ..., evidence: _Optional[float] = ..., speed: _Optional[float] = ..., pitch: _Optional[float] = ...) -> None: ...
 
 class SearchAudioResponse(_message.Message):
-    __slots__ = ("results", "model", "min_evidence")
+    __slots__ = ("results", "model", "min_evidence", "min_score")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     model: str
     min_evidence: float
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., model: _Optional[str] = ..., min_evidence: _Optional[float] = ...) -> None: ...
+    min_score: float
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., model: _Optional[str] = ..., min_evidence: _Optional[float] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class GetAudioRequest(_message.Message):
     __slots__ = ("id",)

@@ -81,12 +81,14 @@ class UpsertVectorsResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class GetVectorsRequest(_message.Message):
-    __slots__ = ("library", "item_id")
+    __slots__ = ("library", "item_id", "windows")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     library: str
     item_id: int
-    def __init__(self, library: _Optional[str] = ..., item_id: _Optional[int] = ...) -> None: ...
+    windows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, library: _Optional[str] = ..., item_id: _Optional[int] = ..., windows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetVectorsResponse(_message.Message):
     __slots__ = ("vectors",)
