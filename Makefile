@@ -99,25 +99,57 @@ k8s-check: k8s-validate
 test: $(VENV)/.installed proto-check buf-lint buf-breaking node-stubs browser lint k8s-validate $(SAMPLES)/.fetched
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Retrieval quality on real recordings (see eval/run.py); about 10 minutes here.
+# Retrieval quality on real recordings: the copy detector through the real
+# services (eval/copies.py, `make eval-copies`), then every model's
+# near-duplicate and "more like this" figures in process (eval/run.py).
+# The corpus is fetched again when eval/fetch_corpus.sh changes.
 EVAL_CORPUS := eval/.cache/corpus
-$(EVAL_CORPUS)/.fetched:
+$(EVAL_CORPUS)/.fetched: eval/fetch_corpus.sh
 	bash eval/fetch_corpus.sh $(EVAL_CORPUS)
 	touch $@
 
-eval: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
+eval: eval-copies
 	$(PY) eval/run.py --corpus $(EVAL_CORPUS) --out eval/results
 
+# EVAL_MODEL: the fingerprint model measured. fingerprint-v1's windows take
+# about 43 MB an hour in the vector store (and Milvus Lite holds them in
+# memory many times over), so it gets a 1 h library; other models every
+# track not held out. EVAL_COPIES_ARGS=--quick for a check of a few minutes.
+.PHONY: eval-copies
+EVAL_MODEL ?= fingerprint-v1
+EVAL_COPIES_ARGS ?= $(if $(filter fingerprint-v1,$(EVAL_MODEL)),--library-hours 1)
+eval-copies: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
+	$(PY) eval/copies.py --corpus $(EVAL_CORPUS) --model $(EVAL_MODEL) --out eval/results $(EVAL_COPIES_ARGS)
+
 # Performance on this machine, each figure a ratio to a baseline measured in
-# the same run (about 15 minutes here): embedder throughput against
-# panns_inference, indexing and search through the services against the
-# same code in-process, peak memory while indexing a one-hour file.
+# the same run (about 15 minutes here, plus the fingerprint's cost curve):
+# embedder throughput against panns_inference, indexing and search through
+# the services against the same code in-process, peak memory while indexing
+# a one-hour file, and fingerprint-v2's search cost as the library grows.
 bench: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) bench/make_clips.py $(SAMPLES) bench/.cache/clips.npy
 	rm -f bench/results/latest.json
 	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
 	$(PY) bench/pipeline.py $(SAMPLES) bench/results/latest.json
 	$(PY) bench/restart.py $(SAMPLES) bench/results/latest.json
+	$(PY) bench/fingerprint_scale.py bench/results/latest.json $(FINGERPRINT_ARGS)
+	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
+
+# fingerprint-v2's cost curve (bench/fingerprint_scale.py): index size,
+# search p50/p99 over the gateway's whole landmark path, top-1 and peak
+# memory at 1, 10 and 100 h of indexed audio (real music from
+# eval/.cache/corpus if fetched, else the sonic-pi samples, grown with
+# reversed and pitch-shifted copies), each against a brute-force in-memory
+# index on the same data; merged into bench/results/latest.json. Milvus Lite
+# is measured up to 10 h (its memory and search time grow about linearly;
+# 100 h would need over 10 GB and hours here), 100 h on the brute-force
+# index alone; about 15 minutes here (plus 4 to decode the corpus the first
+# time). The whole curve through Milvus, given the machine:
+# FINGERPRINT_ARGS="--hours 1,10,100 --queries 50".
+FINGERPRINT_ARGS ?= --hours 1,10,100 --milvus-up-to 10 --queries 20
+.PHONY: bench-fingerprint
+bench-fingerprint: $(VENV)/.installed $(SAMPLES)/.fetched
+	$(PY) bench/fingerprint_scale.py bench/results/latest.json $(FINGERPRINT_ARGS)
 	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
 
 # The HTTP API fuzzed from its /openapi.json by schemathesis against a real

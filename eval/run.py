@@ -59,7 +59,10 @@ def category(path: Path, corpus: Path) -> str:
 
 
 def load_corpus(corpus: Path) -> list[dict]:
-    files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in AUDIO)
+    # music/ holds the soundtracks of the copy-detection protocol (eval/copies.py), not this one's.
+    files = sorted(
+        p for p in corpus.rglob("*") if p.suffix.lower() in AUDIO and p.relative_to(corpus).parts[0] != "music"
+    )
     out = []
     for i, path in enumerate(files):
         x, rate = sf.read(path, dtype="float32", always_2d=True)

@@ -84,7 +84,7 @@ def test_migrations_match_the_models_and_rerun_cleanly(database_url: str) -> Non
     # Index/constraint naming differences are not schema drift; columns and tables are.
     real = [d for d in diffs if d[0] in ("add_table", "remove_table", "add_column", "remove_column")]
     assert real == [], real
-    assert version == "0003"
+    assert version == "0004"
     assert {"library", "audio_item", "item_tag"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
@@ -126,7 +126,7 @@ def test_replicas_starting_together_migrate_once(database_url: str) -> None:
         t.join(120)
     assert errors == []
     with engines[0].connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
     Catalog(engines[1]).create_library("after", "spectral-v1", 192)
     for engine in engines:
         engine.dispose()

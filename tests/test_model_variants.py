@@ -300,7 +300,7 @@ def test_every_checkpoint_has_a_path_setting_defaulting_to_its_file() -> None:
         assert getattr(EmbedderConfig(), ckpt.setting).name == ckpt.filename, name
         assert fields[ckpt.setting].type in (Path, "Path")
     # The variants are opt-in: no new download by default.
-    assert EmbedderConfig().models == ("panns-cnn14", "fingerprint-v1", "spectral-v1")
+    assert EmbedderConfig().models == ("panns-cnn14", "fingerprint-v1", "fingerprint-v2", "spectral-v1")
 
 
 def test_variant_settings_come_from_the_environment(tmp_path: Path) -> None:

@@ -58,10 +58,10 @@ async def test_library_insert_search_play_delete(web: httpx.AsyncClient) -> None
     response = await web.post("/v1/libraries/sfx/search", files={"file": ("q.wav", clip)}, data={"top_k": "2"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"results", "model", "min_evidence"}  # SearchAudioResponse's fields
+    assert set(body) == {"results", "model", "min_evidence", "min_score"}  # SearchAudioResponse's fields
     top = body["results"][0]
     assert top["item"]["id"] == ids[2] and top["item"]["name"] == "s2.flac"
-    assert {"item", "score", "item_range", "query_range", "evidence"} == set(top)
+    assert {"item", "score", "item_range", "query_range", "evidence", "speed", "pitch"} == set(top)
     start, end = top["item_range"]["start_seconds"], top["item_range"]["end_seconds"]
     assert start == pytest.approx(1.0, abs=0.6) and end > start
 
@@ -169,6 +169,8 @@ async def test_docs_and_openapi_are_served_from_the_package(web: httpx.AsyncClie
         "item_range",
         "query_range",
         "evidence",
+        "speed",
+        "pitch",
     }
     assert schemas["audiosearch.gateway.v1.AudioItem"]["properties"]["id"] == {"type": "string", "format": "int64"}
     ok = spec["paths"]["/v1/libraries/{library}/search"]["post"]["responses"]["200"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,27 @@ class LibraryRecord:
     created_at: datetime
     window_seconds: float = 0.0
     hop_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChange:
+    """The model a library is moving to, and the window and hop its items
+    are being re-embedded with."""
+
+    model_name: str
+    model_dim: int
+    window_seconds: float
+    hop_seconds: float
+
+    def same(self, other: ModelChange | None) -> bool:
+        """The same change (MySQL's FLOAT keeps the window and hop in single
+        precision, so they compare with a tolerance)."""
+        return (
+            other is not None
+            and (self.model_name, self.model_dim) == (other.model_name, other.model_dim)
+            and math.isclose(self.window_seconds, other.window_seconds, rel_tol=1e-6, abs_tol=1e-6)
+            and math.isclose(self.hop_seconds, other.hop_seconds, rel_tol=1e-6, abs_tol=1e-6)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +175,14 @@ def _library_record(lib: Library) -> LibraryRecord:
     )
 
 
+def _pending_change(lib: Library) -> ModelChange | None:
+    if lib.next_model_name is None:
+        return None
+    return ModelChange(
+        lib.next_model_name, lib.next_model_dim or 0, lib.next_window_seconds or 0.0, lib.next_hop_seconds or 0.0
+    )
+
+
 def encode_token(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode()
 
@@ -250,6 +280,87 @@ class Catalog:
             session.delete(lib)
             session.commit()
             return int(items)
+
+    # Moving a library to another model
+
+    def start_model_change(self, name: str, change: ModelChange) -> tuple[bool, ModelChange | None]:
+        """Records that library `name` is moving to `change`; it keeps its
+        model until `finish_model_change`. Returns (resumed: this very
+        change was pending already, the other change it replaced)."""
+        model = change.model_name
+        if not model or len(model) > MAX_MODEL_NAME or change.model_dim <= 0:
+            raise InvalidArgument(
+                f"a model change needs a model name of 1-{MAX_MODEL_NAME} characters and a positive dimension"
+            )
+        check_text("model name", model)
+        if not (
+            math.isfinite(change.window_seconds)
+            and math.isfinite(change.hop_seconds)
+            and change.window_seconds >= 0
+            and change.hop_seconds >= 0
+        ):
+            raise InvalidArgument("window and hop must be finite and not negative")
+        with self._session() as session:
+            lib = session.exec(select(Library).where(Library.name == name).with_for_update()).first()
+            if lib is None:
+                raise NotFound(f"library {quoted(name)} does not exist")
+            if lib.model_name == model:
+                raise FailedPrecondition(f"library {quoted(name)} already uses {model}")
+            pending = _pending_change(lib)
+            if change.same(pending):
+                return True, None
+            lib.next_model_name, lib.next_model_dim = model, change.model_dim
+            lib.next_window_seconds, lib.next_hop_seconds = change.window_seconds, change.hop_seconds
+            session.add(lib)
+            session.commit()
+            return False, pending
+
+    def finish_model_change(self, name: str, model_name: str) -> LibraryRecord:
+        """Switches library `name` to its pending change to `model_name`, in
+        one UPDATE (atomic on every backend, whatever runs beside it). A
+        library already switched to it is returned unchanged (a retry)."""
+        with self._session() as session:
+            lib_id = self._library(session, name).id
+            # Listed in this order on purpose: MySQL evaluates the assignments
+            # of an UPDATE left to right, each seeing the ones before it, so
+            # the copies must come before the NULLs.
+            switched = session.exec(
+                update(Library)  # type: ignore[call-overload]
+                .where(col(Library.id) == lib_id, col(Library.next_model_name) == model_name)
+                .ordered_values(
+                    (Library.model_name, Library.next_model_name),
+                    (Library.model_dim, Library.next_model_dim),
+                    (Library.window_seconds, Library.next_window_seconds),
+                    (Library.hop_seconds, Library.next_hop_seconds),
+                    (Library.next_model_name, None),
+                    (Library.next_model_dim, None),
+                    (Library.next_window_seconds, None),
+                    (Library.next_hop_seconds, None),
+                )
+            ).rowcount
+            session.commit()
+            lib = self._library(session, name)
+            session.refresh(lib)
+            if not switched and not (lib.model_name == model_name and lib.next_model_name is None):
+                pending = f"a change to {lib.next_model_name} is" if lib.next_model_name else "no change is"
+                raise FailedPrecondition(
+                    f"library {quoted(name)} is not moving to {quoted(model_name)}: {pending} pending"
+                )
+            return _library_record(lib)
+
+    def cancel_model_change(self, name: str) -> ModelChange | None:
+        """Drops the pending change of library `name`; returns it (None: there was none)."""
+        with self._session() as session:
+            lib = session.exec(select(Library).where(Library.name == name).with_for_update()).first()
+            if lib is None:
+                raise NotFound(f"library {quoted(name)} does not exist")
+            pending = _pending_change(lib)
+            if pending is not None:
+                lib.next_model_name = lib.next_model_dim = None
+                lib.next_window_seconds = lib.next_hop_seconds = None
+                session.add(lib)
+                session.commit()
+            return pending
 
     # Items
 

@@ -9,7 +9,7 @@ from audiosearch.catalog.v1 import catalog_pb2 as pb
 from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.catalog.repository import Catalog, ItemRecord, LibraryRecord, NewItem
+from services.catalog.repository import Catalog, ItemRecord, LibraryRecord, ModelChange, NewItem
 from services.catalog.tables import DELETING, PENDING, READY
 from services.common.convert import timestamp
 from services.common.errors import InvalidArgument
@@ -46,6 +46,15 @@ def item_pb(item: ItemRecord) -> pb.Item:
         auto_tags=[pb.Tag(label=label, score=score) for label, score in item.auto_tags],
         create_time=timestamp(item.created_at),
         state=STATES[item.state],
+    )
+
+
+def change_pb(change: ModelChange) -> pb.ModelChange:
+    return pb.ModelChange(
+        model_name=change.model_name,
+        model_dim=change.model_dim,
+        window_seconds=change.window_seconds,
+        hop_seconds=change.hop_seconds,
     )
 
 
@@ -164,3 +173,20 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     async def MarkItemPending(self, request, context):  # type: ignore[no-untyped-def]
         return pb.MarkItemPendingResponse(item=item_pb(await self._run(self.catalog.mark_pending, request.id)))
+
+    async def StartModelChange(self, request, context):  # type: ignore[no-untyped-def]
+        c = request.change
+        change = ModelChange(c.model_name, c.model_dim, c.window_seconds, c.hop_seconds)
+        resumed, replaced = await self._run(self.catalog.start_model_change, request.name, change)
+        response = pb.StartModelChangeResponse(resumed=resumed)
+        if replaced is not None:
+            response.replaced.CopyFrom(change_pb(replaced))
+        return response
+
+    async def FinishModelChange(self, request, context):  # type: ignore[no-untyped-def]
+        lib = await self._run(self.catalog.finish_model_change, request.name, request.model_name)
+        return pb.FinishModelChangeResponse(library=library_pb(lib))
+
+    async def CancelModelChange(self, request, context):  # type: ignore[no-untyped-def]
+        cancelled = await self._run(self.catalog.cancel_model_change, request.name)
+        return pb.CancelModelChangeResponse(cancelled=change_pb(cancelled) if cancelled is not None else None)

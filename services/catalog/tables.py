@@ -27,6 +27,14 @@ class Library(SQLModel, table=True):
     # before migration 0002 have 0).
     window_seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
     hop_seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+    # A move to another model in progress (GatewayService.ReindexLibrary):
+    # the library keeps serving with the columns above until the move
+    # finishes, which copies these over them in one update. NULL: none
+    # (every row from before migration 0004).
+    next_model_name: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    next_model_dim: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    next_window_seconds: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    next_hop_seconds: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class AudioItem(SQLModel, table=True):

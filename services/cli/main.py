@@ -214,13 +214,18 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
             item_range=[round(r.item_range.start_seconds, 2), round(r.item_range.end_seconds, 2)],
             query_range=[round(r.query_range.start_seconds, 2), round(r.query_range.end_seconds, 2)],
         )
+        if r.speed:  # a landmark model: the score is a confidence, the copy's speed and pitch are estimated
+            d.update(speed=round(r.speed, 4), pitch=round(r.pitch, 4))
         results.append(d)
-    lines = [f"{'#':>3}  {'score':>6}  {'id':>6}  {'duration':>8}  {'match in item':>15}  name  (source)"]
+    factors = any("speed" in d for d in results)
+    head = f"{'#':>3}  {'score':>6}  {'id':>6}  {'duration':>8}  {'match in item':>15}  "
+    lines = [head + ("speed  pitch  " if factors else "") + "name  (source)"]
     for d in results:
         span = f"{d['item_range'][0]:.1f}-{d['item_range'][1]:.1f}s"
+        played = f"x{d['speed']:.3f} x{d['pitch']:.3f}  " if factors else ""
         lines.append(
             f"{d['rank']:>3}  {d['score']:6.3f}  {d['id']:>6}  {d['duration_seconds']:7.2f}s  {span:>15}  "
-            f"{d['name']}  ({d['source_uri']})"
+            f"{played}{d['name']}  ({d['source_uri']})"
         )
     if not results:
         lines.append(f"  no match (no item reaches the {response.model} threshold; --min-score -1 shows all)")
@@ -304,6 +309,104 @@ def cmd_repair(args: argparse.Namespace) -> tuple[Any, str]:
         for a in actions
     ]
     return {"dry_run": args.dry_run, "actions": actions}, "\n".join(lines)
+
+
+def _failure_dict(f: pb.ReindexFailure) -> dict[str, Any]:
+    return {"id": f.item_id, "name": f.name, "reason": f.reason}
+
+
+def cmd_reindex(args: argparse.Namespace) -> tuple[Any, str]:
+    from tqdm import tqdm
+
+    client = stub(args)
+    request = pb.ReindexLibraryRequest(
+        library=args.library, model=args.model, window_seconds=args.window, hop_seconds=args.hop
+    )
+    failures: dict[int, dict[str, Any]] = {}
+    last = pb.ReindexLibraryResponse()
+
+    def doc(**extra: Any) -> dict[str, Any]:
+        return {
+            "library": args.library,
+            "model": args.model,
+            "total": last.total_items,
+            "reindexed": last.reindexed_items,
+            "skipped": last.skipped_items,
+            "failed": list(failures.values()),
+            "elapsed_seconds": round(last.elapsed_seconds, 3),
+            **extra,
+        }
+
+    def failed_lines() -> str:
+        lines = [
+            f"\n  cannot re-embed item {f['id']} ({printable(f['name'])}): {f['reason']}" for f in failures.values()
+        ]
+        more = f"\n  ... and {len(lines) - 20} more (--json lists all)" if len(lines) > 20 else ""
+        return "".join(lines[:20]) + more
+
+    waits = iter(INSERT_RETRY_WAITS)
+    desc = f"reindexing {args.library} to {args.model}"
+    with tqdm(total=0, unit="item", desc=desc, disable=args.json or None) as bar:
+
+        def note(text: str) -> None:  # beside the bar, on stderr; --json: only the document
+            if not args.json:
+                bar.write(text, file=sys.stderr)
+
+        try:
+            while True:
+                # No deadline: a move takes as long as its library needs, and
+                # says so as it goes. Ctrl-C cancels it; the library stays on
+                # its model and the same command continues later.
+                call = client.ReindexLibrary(request)
+                try:
+                    for message in call:
+                        if message.HasField("failure"):
+                            failures[message.failure.item_id] = _failure_dict(message.failure)
+                            note(
+                                f"cannot re-embed item {message.failure.item_id} "
+                                f"({printable(message.failure.name)}): {message.failure.reason}"
+                            )
+                        if message.reindexed_items > last.reindexed_items:
+                            waits = iter(INSERT_RETRY_WAITS)  # progress: a later outage gets the full retries again
+                        last = message
+                        bar.total = message.total_items
+                        bar.n = message.reindexed_items + message.skipped_items + message.failed_items
+                        bar.set_postfix_str(
+                            f"{message.reindexed_items} re-embedded, {message.skipped_items} done earlier, "
+                            f"{message.failed_items} failed",
+                            refresh=False,
+                        )
+                        bar.refresh()
+                    break
+                except grpc.RpcError as exc:
+                    # A gateway (or a service behind it) restarting: the same
+                    # call again continues where this one stopped.
+                    wait = next(waits, None) if exc.code() == grpc.StatusCode.UNAVAILABLE else None
+                    if wait is None:
+                        error = {"code": exc.code().name, "message": exc.details()}
+                        text = f"error: {exc.code().name}: {exc.details()}"  # the failed items were shown as they came
+                        raise SystemExitWith(doc(error=error), text, 1) from None
+                    note(f"gateway unavailable ({exc.details()}); retrying in {wait:g} s")
+                    time.sleep(wait)
+        except KeyboardInterrupt:
+            call.cancel()
+            text = (
+                f"interrupted: library {args.library} stays on its model and fully searchable; "
+                "run the same command again to continue where it stopped"
+            )
+            raise SystemExitWith(doc(interrupted=True), text, 130) from None
+    outcome = pb.ReindexOutcome.Name(last.outcome).removeprefix("REINDEX_OUTCOME_").lower()
+    library = MessageToDict(last.library, preserving_proto_field_name=True)
+    result = doc(outcome=outcome, previous_model=last.previous_model, detail=last.detail, library=library)
+    text = last.detail
+    if last.outcome == pb.REINDEX_OUTCOME_SWITCHED:
+        text += (
+            f"\n  {last.reindexed_items} re-embedded, {last.skipped_items} already done by an earlier run, "
+            f"{last.failed_items} failed, in {last.elapsed_seconds:.1f} s"
+        )
+    if failures:  # shown as they came; listed again below the summary
+        raise SystemExitWith(result, text + failed_lines(), 1)
+    return result, text
 
 
 def cmd_serve(args: argparse.Namespace) -> tuple[Any, str]:
@@ -443,6 +546,15 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds after which a PENDING insert counts as abandoned (default: the server's, 900)",
     )
+    c = command(
+        "reindex",
+        cmd_reindex,
+        "move a library to another embedding model: re-embeds every item, then switches it over",
+    )
+    c.add_argument("--library", default="default")
+    c.add_argument("--model", required=True, help="the model to move the library to (`stats` lists them)")
+    c.add_argument("--window", type=float, default=0.0, help="window length in s for the new model (its default)")
+    c.add_argument("--hop", type=float, default=0.0, help="window hop in s for the new model (its default)")
     command("libraries", cmd_libraries, "list libraries")
     c = command("fetch-weights", cmd_fetch_weights, "download a PANNs checkpoint (md5-checked)", gateway=False)
     c.add_argument(

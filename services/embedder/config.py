@@ -16,7 +16,7 @@ class EmbedderConfig(ServerConfig):
     listen: str = "127.0.0.1:50052"
     # Models to offer, by name. Also known, opt-in (each a download of its
     # own): panns-cnn14-16k and panns-mobilenetv1 (docs/models.md).
-    models: tuple[str, ...] = ("panns-cnn14", "fingerprint-v1", "spectral-v1")
+    models: tuple[str, ...] = ("panns-cnn14", "fingerprint-v1", "fingerprint-v2", "spectral-v1")
     # Used when a request names no model; "auto" prefers Cnn14 when its
     # weights are present, else the weights-free fingerprint-v1.
     default_model: str = "auto"

@@ -18,7 +18,14 @@ from services.embedder.models.base import EmbeddingModel, ModelUnavailable
 log = logging.getLogger(__name__)
 
 LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
-KNOWN_MODELS = ("panns-cnn14", "panns-cnn14-16k", "panns-mobilenetv1", "fingerprint-v1", "spectral-v1")
+KNOWN_MODELS = (
+    "panns-cnn14",
+    "panns-cnn14-16k",
+    "panns-mobilenetv1",
+    "fingerprint-v1",
+    "fingerprint-v2",
+    "spectral-v1",
+)
 PANNS_MODELS = ("panns-cnn14", "panns-cnn14-16k", "panns-mobilenetv1")
 # Without Cnn14 weights, the default is the weights-free fingerprint.
 WEIGHTS_FREE_DEFAULT = "fingerprint-v1"
@@ -45,6 +52,10 @@ def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
             from services.embedder.models.fingerprint import FingerprintModel
 
             models.append(FingerprintModel())
+        elif name == "fingerprint-v2":
+            from services.embedder.models.fingerprint_v2 import FingerprintV2Model
+
+            models.append(FingerprintV2Model())
         elif name == "spectral-v1":
             from services.embedder.models.spectral import SpectralModel
 

@@ -37,6 +37,9 @@ class Window:
     offset: float
     duration: float
     vector: Vector
+    # Landmark queries: the (speed, pitch) hypothesis the window stands for (else 0).
+    speed: float = 0.0
+    pitch: float = 0.0
 
 
 @dataclasses.dataclass
@@ -110,12 +113,14 @@ class Embedder:
         embed_signal = getattr(model, "embed_signal", None)
         if embed_signal is not None:  # the model sees the whole recording at once
             vectors, offsets = await asyncio.to_thread(lambda: embed_signal(audio.collect(decoder), window, hop, query))
-            embeddings = Embeddings(vectors)
+            embeddings = vectors if isinstance(vectors, Embeddings) else Embeddings(vectors)
         else:
             embeddings, offsets = await self._embed_streaming(decoder, info, window, hop)
         duration = decoder.duration
+        hypotheses = embeddings.hypotheses or [(0.0, 0.0)] * len(offsets)
         result = [
-            Window(i, offset, min(window, duration - offset), embeddings.vectors[i]) for i, offset in enumerate(offsets)
+            Window(i, offset, min(window, duration - offset), embeddings.vectors[i], *hypotheses[i])
+            for i, offset in enumerate(offsets)
         ]
         tags: list[tuple[str, float]] = []
         if top_tags > 0 and embeddings.tag_scores is not None:

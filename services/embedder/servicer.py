@@ -29,6 +29,8 @@ def model_pb(
         produces_tags=info.produces_tags,
         loading=loading,
         sparse=info.sparse,
+        landmarks=info.landmarks,
+        min_confidence=info.min_confidence,
     )
 
 
@@ -59,6 +61,8 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
                     index=w.index,
                     offset_seconds=w.offset,
                     duration_seconds=w.duration,
+                    speed=w.speed,
+                    pitch=w.pitch,
                     **vector_fields(w.vector, pb.SparseVector),
                 )
                 for w in result.windows

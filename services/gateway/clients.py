@@ -32,6 +32,7 @@ from services.gateway.domain import (
     ItemState,
     Library,
     LibraryCounts,
+    ModelChange,
     ModelStatus,
     Window,
 )
@@ -80,6 +81,8 @@ class EmbedderClient(_Client):
                 m.hop_seconds,
                 m.min_evidence,
                 m.sparse,
+                m.landmarks,
+                m.min_confidence,
             )
             for m in response.models
         ]
@@ -91,7 +94,7 @@ class EmbedderClient(_Client):
         options = emb.EmbedOptions(model=model, top_tags=top_tags, window_seconds=window, hop_seconds=hop, query=query)
         stream = chunks(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
         r = await self._call("Embed", stream)
-        windows = [Window(w.index, w.offset_seconds, vector_from_message(w)) for w in r.windows]
+        windows = [Window(w.index, w.offset_seconds, vector_from_message(w), w.speed, w.pitch) for w in r.windows]
         return Embedded(
             r.model.name,
             r.model.dim,
@@ -104,6 +107,8 @@ class EmbedderClient(_Client):
             r.audio.sha256,
             windows,
             [(t.label, t.score) for t in r.tags],
+            r.model.landmarks,
+            r.model.min_confidence,
         )
 
 
@@ -285,6 +290,25 @@ class CatalogClient(_Client):
 
     async def mark_pending(self, item_id: int) -> None:
         await self._call("MarkItemPending", cat.MarkItemPendingRequest(id=item_id))
+
+    async def start_model_change(self, name: str, change: ModelChange) -> tuple[bool, ModelChange | None]:
+        message = cat.ModelChange(
+            model_name=change.model, model_dim=change.dim, window_seconds=change.window, hop_seconds=change.hop
+        )
+        r = await self._call("StartModelChange", cat.StartModelChangeRequest(name=name, change=message))
+        return r.resumed, _change(r.replaced) if r.HasField("replaced") else None
+
+    async def finish_model_change(self, name: str, model: str) -> Library:
+        r = await self._call("FinishModelChange", cat.FinishModelChangeRequest(name=name, model_name=model))
+        return _library(r.library)
+
+    async def cancel_model_change(self, name: str) -> ModelChange | None:
+        r = await self._call("CancelModelChange", cat.CancelModelChangeRequest(name=name))
+        return _change(r.cancelled) if r.HasField("cancelled") else None
+
+
+def _change(change: cat.ModelChange) -> ModelChange:
+    return ModelChange(change.model_name, change.model_dim, change.window_seconds, change.hop_seconds)
 
 
 async def comebacks(channel: grpc.aio.Channel, retry_seconds: float = 1.0) -> AsyncIterator[None]:

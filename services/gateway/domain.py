@@ -24,6 +24,9 @@ class ModelStatus:
     hop: float = 0.0
     min_evidence: float = 0.0
     sparse: bool = False
+    # A landmark fingerprint: decided by services/gateway/landmarks.py, below min_confidence is "no match".
+    landmarks: bool = False
+    min_confidence: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,9 @@ class Window:
     index: int
     offset: float
     vector: Vector
+    # Landmark queries: the (speed, pitch) hypothesis the window stands for (else 0).
+    speed: float = 0.0
+    pitch: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Embedded:
     sha256: str
     windows: list[Window]
     tags: list[tuple[str, float]]
+    landmarks: bool = False
+    min_confidence: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +66,17 @@ class Library:
     # 0 for libraries created before windows were configurable: model defaults.
     window: float = 0.0
     hop: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChange:
+    """A library's move to another model: the model and the window and hop
+    its items are re-embedded with."""
+
+    model: str
+    dim: int
+    window: float
+    hop: float
 
 
 PENDING, READY, DELETING = "pending", "ready", "deleting"
@@ -171,3 +190,16 @@ class CatalogPort(Protocol):
     async def stats(self) -> list[LibraryCounts]: ...
     async def item_states(self, library: str) -> list[ItemState]: ...
     async def mark_pending(self, item_id: int) -> None: ...
+    async def start_model_change(self, name: str, change: ModelChange) -> tuple[bool, ModelChange | None]:
+        """Records that library `name` moves to `change` (it keeps its model
+        meanwhile): (resumed: this change was pending already, the other
+        change it replaced)."""
+        ...
+
+    async def finish_model_change(self, name: str, model: str) -> Library:
+        """Switches the library to its pending change to `model`, in one step."""
+        ...
+
+    async def cancel_model_change(self, name: str) -> ModelChange | None:
+        """Drops the library's pending change; returns it (None: none was pending)."""
+        ...

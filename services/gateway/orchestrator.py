@@ -5,12 +5,13 @@ finishes the job, and search only ever shows READY items."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from services.common.errors import (
@@ -24,7 +25,7 @@ from services.common.errors import (
 )
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.common.text import quoted
-from services.gateway import access
+from services.gateway import access, landmarks
 from services.gateway.audio_store import AudioStore, Segment
 from services.gateway.domain import (
     DELETING,
@@ -37,10 +38,15 @@ from services.gateway.domain import (
     VectorPort,
     Window,
 )
+from services.gateway.reindex import Progress, Reindex
 from services.gateway.repair import Action, Repair
 from services.gateway.voting import items_per_query_window, vote
 
 log = logging.getLogger(__name__)
+
+# Landmark models: segments fetched per query window, and candidate items tested.
+LANDMARK_HITS = 8
+LANDMARK_CANDIDATES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,9 @@ class Result:
     item_end: float
     query_start: float
     query_end: float
+    # Landmark models: item time = speed x query time + offset, frequencies x pitch (else 0).
+    speed: float = 0.0
+    pitch: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Ranking:
     results: list[Result]
     model: str
     min_evidence: float  # applied, else 0
+    min_score: float = 0.0  # applied, else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +342,9 @@ class Gateway:
             duration = source.duration_seconds
             model = await self.model_status(lib.model)
             window, hop, min_evidence = lib.window or model.window, lib.hop or model.hop, model.min_evidence
+            # Stored landmark segments stand for the original itself.
+            windows = [dataclasses.replace(w, speed=1.0, pitch=1.0) for w in windows] if model.landmarks else windows
+            decided_by_landmarks, min_confidence = model.landmarks, model.min_confidence
         else:
             if not library:
                 raise InvalidArgument("library must be set")
@@ -342,18 +355,24 @@ class Gateway:
             embedded = await self.embedder.embed(data, lib.model, 0, lib.window, lib.hop, query=True)
             windows, duration = embedded.windows, embedded.duration
             window, hop, min_evidence = embedded.window, embedded.hop, embedded.min_evidence
+            decided_by_landmarks, min_confidence = embedded.landmarks, embedded.min_confidence
+        if decided_by_landmarks:  # the model's confidence threshold is a score threshold
+            min_score, min_evidence = min_score or min_confidence, 0.0
         if min_score:  # the caller's own score threshold replaces the model's (negative: keep everything)
             min_evidence = 0.0
         threshold = Threshold(min_score, min_evidence)
+        applied = max(0.0, threshold.min_score)
         allowed: list[int] = []
         if tags:
             allowed = await self.catalog.find_item_ids(library, tags)
             if not allowed:
-                return Ranking([], lib.model, threshold.min_evidence)
+                return Ranking([], lib.model, threshold.min_evidence, applied)
+        rank = self._rank_landmarks if decided_by_landmarks else self._rank
         return Ranking(
-            await self._rank(lib, windows, duration, window, hop, top_k, allowed, exclude, threshold),
+            await rank(lib, windows, duration, window, hop, top_k, allowed, exclude, threshold),
             lib.model,
             threshold.min_evidence,
+            applied,
         )
 
     async def _rank(
@@ -376,13 +395,63 @@ class Gateway:
         ranked = [m for m in ranked if threshold.passes(m.score, m.evidence)]
         # Over-fetch a little: some candidates may be pending or deleting.
         candidates = ranked[: top_k * 2]
-        items = {item.id: item for item in await self.catalog.get_ready_items([m.item_id for m in candidates])}
+        items = await self._ready([m.item_id for m in candidates])
         results = []
         for m in candidates:
             item = items.get(m.item_id)
             if item is not None:
                 end = min(m.item_end, item.duration_seconds) if item.duration_seconds else m.item_end
                 results.append(Result(item, m.score, m.evidence, m.item_start, end, m.query_start, m.query_end))
+        return results[:top_k]
+
+    async def _ready(self, ids: Sequence[int]) -> dict[int, Item]:
+        return {item.id: item for item in await self.catalog.get_ready_items(ids)}
+
+    async def _rank_landmarks(
+        self,
+        lib: Library,
+        windows: Sequence[Window],
+        duration: float,
+        window: float,
+        hop: float,
+        top_k: int,
+        allowed: Sequence[int],
+        exclude: Sequence[int],
+        threshold: Threshold,
+    ) -> list[Result]:
+        """A landmark model's ranking (services/gateway/landmarks.py): the
+        segments sharing most hashes with each query window name the
+        candidates, their hit segments are fetched, and each candidate's
+        best time-consistent line is tested against chance."""
+        hits = await self.vectors.search(
+            lib.name, lib.model, lib.dim, [w.vector for w in windows], LANDMARK_HITS, allowed, exclude
+        )
+        chosen = landmarks.candidates(
+            [[(h.item_id, h.window, h.score) for h in per] for per in hits],
+            [(w.speed, w.pitch) for w in windows],
+            max(LANDMARK_CANDIDATES, top_k),
+        )
+        fetched = await asyncio.gather(*(self.vectors.get(lib.name, i, c.windows) for i, c in chosen.items()))
+        items = {i: [(w.offset, w.vector) for w in got] for i, got in zip(chosen, fetched, strict=True)}
+        counts = {c.library: c for c in await self.catalog.stats()}
+        library_seconds = counts[lib.name].duration_seconds if lib.name in counts else 0.0
+        query = [landmarks.QueryWindow(w.offset, w.vector, w.speed, w.pitch) for w in windows]  # type: ignore[arg-type]
+        tested = {i: c.hypotheses for i, c in chosen.items()}
+        decisions = landmarks.decide(query, items, duration, library_seconds, window, tested)
+        passed = [d for d in decisions if d.confidence >= threshold.min_score]
+        ready = await self._ready([d.item_id for d in passed[: top_k * 2]])
+        results = []
+        for d in passed:
+            item = ready.get(d.item_id)
+            if item is None:
+                continue
+            start = max(0.0, d.speed * d.query_start + d.offset)
+            end = d.speed * d.query_end + d.offset
+            if item.duration_seconds:
+                end = min(end, item.duration_seconds)
+            results.append(
+                Result(item, d.confidence, d.landmarks, start, end, d.query_start, d.query_end, d.speed, d.pitch)
+            )
         return results[:top_k]
 
     # Repair
@@ -392,6 +461,13 @@ class Gateway:
         if stale_after < 0:
             raise InvalidArgument("stale_after_seconds must not be negative")
         return await Repair(self, stale_after or self.settings.repair_stale_seconds, dry_run).run()
+
+    # Moving a library to another model
+
+    def reindex(self, library: str, model: str, window: float = 0.0, hop: float = 0.0) -> AsyncIterator[Progress]:
+        """Re-embeds a library with another model and switches it over, as
+        a stream of progress (services/gateway/reindex.py)."""
+        return Reindex(self, library, model, window, hop).run()
 
     # Stats
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -9,6 +11,7 @@ from services.common import uploads
 from services.common.convert import timestamp
 from services.gateway.domain import Item, Library
 from services.gateway.orchestrator import Gateway
+from services.gateway.reindex import OUTCOMES, Progress
 from services.gateway.repair import KINDS
 
 # Messages of a streamed segment: well under the 4 MB a default client accepts.
@@ -42,6 +45,25 @@ def item_pb(item: Item) -> pb.AudioItem:
         auto_tags=[pb.Tag(label=label, score=score) for label, score in item.auto_tags],
         create_time=timestamp(item.created_at),
     )
+
+
+def reindex_pb(p: Progress) -> pb.ReindexLibraryResponse:
+    response = pb.ReindexLibraryResponse(
+        total_items=p.total,
+        reindexed_items=p.reindexed,
+        skipped_items=p.skipped,
+        failed_items=p.failed,
+        elapsed_seconds=p.elapsed,
+        outcome=REINDEX_OUTCOMES.get(p.outcome, pb.REINDEX_OUTCOME_UNSPECIFIED),
+        previous_model=p.previous_model,
+        detail=p.detail,
+    )
+    if p.failure is not None:
+        f = p.failure
+        response.failure.CopyFrom(pb.ReindexFailure(item_id=f.item_id, name=f.name, reason=f.reason))
+    if p.library is not None:
+        response.library.CopyFrom(library_pb(p.library))
+    return response
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -87,11 +109,14 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     item_range=pb.TimeRange(start_seconds=r.item_start, end_seconds=r.item_end),
                     query_range=pb.TimeRange(start_seconds=r.query_start, end_seconds=r.query_end),
                     evidence=r.evidence,
+                    speed=r.speed,
+                    pitch=r.pitch,
                 )
                 for r in ranking.results
             ],
             model=ranking.model,
             min_evidence=ranking.min_evidence,
+            min_score=ranking.min_score,
         )
 
     async def GetAudio(self, request, context):  # type: ignore[no-untyped-def]
@@ -156,5 +181,12 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             dry_run=request.dry_run,
         )
 
+    async def ReindexLibrary(self, request, context):  # type: ignore[no-untyped-def]
+        progress = self.gateway.reindex(request.library, request.model, request.window_seconds, request.hop_seconds)
+        async with contextlib.aclosing(progress):  # closed at once when the caller goes away
+            async for p in progress:
+                yield reindex_pb(p)
+
 
 REPAIR_KINDS = {kind: pb.RepairKind.Value("REPAIR_KIND_" + kind.upper()) for kind in KINDS}
+REINDEX_OUTCOMES = {kind: pb.ReindexOutcome.Value("REINDEX_OUTCOME_" + kind.upper()) for kind in OUTCOMES}

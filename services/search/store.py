@@ -1,12 +1,30 @@
 """Window vectors in Milvus, one collection per library.
 
 The primary key is derived from (item, window), so writing the same item
-again overwrites instead of duplicating: a retried insert is harmless."""
+again overwrites instead of duplicating: a retried insert is harmless.
+
+Moving a library to another model (the gateway's ReindexLibrary) writes the
+new vectors into a second collection, the library's *staging* collection
+for that model, named by the key "<library>@<model>" wherever a library
+name goes ('@' is never part of a library name), while the library's own
+collection keeps serving. Once the catalog has switched the library to the
+new model (the one step that decides):
+- a request that names the library with the new model (a search, an
+  upsert) is served from that staging collection for as long as the
+  library's own collection is still bound to the old model;
+- creating the library's collection for the new model adopts the staging
+  collection: the old one is dropped and the staging one renamed in its
+  place (a repair that finds the library without a collection does the
+  same, should the store stop between the two).
+Deleting items of a library deletes them from its staging collections too,
+dropping a library drops them first, and `stats` lists only libraries' own
+collections."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -87,10 +105,45 @@ class Binding:
     sparse: bool
 
 
+LIVE_PREFIX, STAGING_PREFIX = "lib_", "stage_"
+STAGING_SEPARATOR = "@"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """A library key as (library, model): the model of a staging key
+    "<library>@<model>", else "" (the library's own collection)."""
+    library, separator, model = key.partition(STAGING_SEPARATOR)
+    if separator and not (library and model):
+        raise InvalidArgument(f"a staging collection is named '<library>@<model>', got {quoted(key)}")
+    return library, model
+
+
 def collection_name(library: str) -> str:
     """Milvus names allow only [A-Za-z0-9_]; hex keeps every library
-    name distinct (the readable name is kept as a property)."""
-    return "lib_" + library.encode().hex()
+    name distinct (the readable name is kept as a property). A staging key
+    "<library>@<model>" names that library's staging collection."""
+    name, model = split_key(library)
+    if model:
+        return staging_name(name, model)
+    return LIVE_PREFIX + library.encode().hex()
+
+
+def _staging_prefix(library: str) -> str:
+    return f"{STAGING_PREFIX}{library.encode().hex()}_"  # hex has no '_': no library's prefix is another's
+
+
+def staging_name(library: str, model: str) -> str:
+    """The staging collection of `library` for `model` (a digest of the
+    model name keeps it within Milvus's 255 characters)."""
+    return _staging_prefix(library) + hashlib.sha256(model.encode()).hexdigest()[:16]
+
+
+def _ours(name: str) -> bool:
+    return name.startswith((LIVE_PREFIX, STAGING_PREFIX))
+
+
+def _fits(binding: Binding | None, model: str, dim: int | None) -> bool:
+    return binding is not None and binding.model == model and (dim is None or binding.dim == dim)
 
 
 def primary_key(item_id: int, window: int) -> int:
@@ -196,7 +249,7 @@ class VectorStore:
         Milvus Lite never opens a collection from two threads). Returns
         how many there are."""
         with _store_errors(), self._access.write():
-            names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith("lib_")]
+            names = [n for n in self.client.list_collections(timeout=self.timeout) if _ours(n)]
             for name in names:
                 try:
                     self._load(name)
@@ -254,7 +307,7 @@ class VectorStore:
             server_manager_instance.release_server(self.uri)
             self.client = MilvusClient(uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout)
             for name in self.client.list_collections(timeout=self.timeout):
-                if name.startswith("lib_"):
+                if _ours(name):
                     self._load(name)
             self._broken = False
 
@@ -346,9 +399,17 @@ class VectorStore:
     def _bound(self, library: str, model: str | None = None, dim: int | None = None) -> tuple[str, Binding]:
         name = collection_name(library)
         binding = self._binding(name)
+        if model is not None and not _fits(binding, model, dim) and not split_key(library)[1]:
+            staged = staging_name(library, model)
+            staged_binding = self._binding(staged)
+            if _fits(staged_binding, model, dim):
+                # The library was switched to `model`, and its staging
+                # collection is not adopted yet (module doc).
+                assert staged_binding is not None
+                return staged, staged_binding
         if binding is None:
             raise NotFound(f"library {quoted(library)} has no vector collection")
-        if model is not None and (binding.model != model or (dim is not None and binding.dim != dim)):
+        if model is not None and not _fits(binding, model, dim):
             raise FailedPrecondition(
                 f"library {quoted(library)} holds {binding.model} vectors ({binding.dim}-d); "
                 f"{model} ({dim}-d) vectors cannot be mixed in. Use a library created for {model}."
@@ -356,10 +417,17 @@ class VectorStore:
         return name, binding
 
     def create(self, library: str, model: str, dim: int, sparse: bool = False) -> bool:
+        """The collection of `library` (or of a staging key) for `model`. A
+        library's staging collection for `model` is adopted (module doc)."""
         if dim <= 0 or (dim > 32768 and not sparse) or dim > 1 << 32:
             raise InvalidArgument(f"dimension {dim} is out of range")
-        name = collection_name(library)
+        base, staged_model = split_key(library)
+        if staged_model and staged_model != model:
+            raise InvalidArgument(f"the staging collection {quoted(library)} is for {staged_model}, not {model}")
+        name, wanted = collection_name(library), Binding(model, dim, sparse)
         binding = self._binding(name)
+        if not staged_model and binding != wanted and self._adopt(base, wanted):
+            return True
         if binding is None:
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("pk", DataType.INT64, is_primary=True)
@@ -376,7 +444,7 @@ class VectorStore:
             properties = {
                 MODEL_PROPERTY: model,
                 DIM_PROPERTY: str(dim),
-                LIBRARY_PROPERTY: library,
+                LIBRARY_PROPERTY: base,
                 SPARSE_PROPERTY: "true" if sparse else "false",
             }
             with _store_errors(), self._access.write():
@@ -388,20 +456,53 @@ class VectorStore:
                     log.info("created collection %s for library %r (%s, %d-d)", name, library, model, dim)
                     return True
             binding = self._binding(name)
-        if binding != Binding(model, dim, sparse):
+        if binding != wanted:
             raise FailedPrecondition(f"library {quoted(library)} is already bound to {binding.model} ({binding.dim}-d)")
         return False
 
-    def drop(self, library: str) -> bool:
-        name = collection_name(library)
+    def _adopt(self, library: str, wanted: Binding) -> bool:
+        """Makes the staging collection of `library` for `wanted` the
+        library's own, dropping the collection it replaces; False when
+        there is no such staging collection."""
+        staged, live = staging_name(library, wanted.model), collection_name(library)
+        if self._binding(staged) != wanted:
+            return False
         with _store_errors(), self._access.write():
+            if not self.client.has_collection(staged, timeout=self.timeout):
+                return False  # adopted meanwhile
+            self.client.flush(staged, timeout=self.timeout)
             with self._meta:
-                self._bindings.pop(name, None)
-                self._dirty.pop(name, None)
-            if not self.client.has_collection(name, timeout=self.timeout):
-                return False
-            self.client.drop_collection(name, timeout=self.timeout)
+                for name in (staged, live):
+                    self._bindings.pop(name, None)
+                    self._dirty.pop(name, None)
+            if self.client.has_collection(live, timeout=self.timeout):
+                self.client.drop_collection(live, timeout=self.timeout)
+            self.client.rename_collection(staged, live, timeout=self.timeout)
+            self._load(live)  # a renamed collection comes back released
+        log.info("library %r adopted its staging collection for %s; the old one is dropped", library, wanted.model)
         return True
+
+    def _stagings(self, library: str) -> list[str]:
+        prefix = _staging_prefix(library)
+        with _store_errors(), self._access.read():
+            return [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith(prefix)]
+
+    def drop(self, library: str) -> bool:
+        """Drops the collection of `library` and, first, its staging
+        collections (a staging key: only that one)."""
+        base, staged_model = split_key(library)
+        name = collection_name(library)
+        names = ([] if staged_model else self._stagings(base)) + [name]
+        dropped = False
+        with _store_errors(), self._access.write():
+            for each in names:
+                with self._meta:
+                    self._bindings.pop(each, None)
+                    self._dirty.pop(each, None)
+                if self.client.has_collection(each, timeout=self.timeout):
+                    self.client.drop_collection(each, timeout=self.timeout)
+                    dropped = each == name
+        return dropped
 
     def _encode(self, vector: Vector, binding: Binding, what: str) -> list[float] | dict[int, float]:
         """A vector as Milvus takes it, checked against the collection."""
@@ -518,19 +619,27 @@ class VectorStore:
         ]
 
     def delete(self, library: str, item_ids: Sequence[int]) -> int:
+        """Deletes the items' vectors, from a library's staging collections
+        too; returns how many the named collection held."""
         if not item_ids:
             return 0
+        base, staged_model = split_key(library)
         name = collection_name(library)
-        if self._binding(name) is None:
-            return 0
         expr = f"item_id in {_ids(item_ids)}"
+        deleted = 0
+        for each in [name] + ([] if staged_model else self._stagings(base)):
+            if self._binding(each) is None:
+                continue
 
-        def delete() -> int:
-            before = self._count(name, expr)
-            self.client.delete(name, filter=expr, timeout=self.timeout)
-            return before
+            def delete(each: str = each) -> int:
+                before = self._count(each, expr)
+                self.client.delete(each, filter=expr, timeout=self.timeout)
+                return before
 
-        return self._write(name, delete)
+            count = self._write(each, delete)
+            if each == name:
+                deleted = count
+        return deleted
 
     def item_ids(self, library: str) -> list[int]:
         """Every item with at least one window in the library (for repair)."""
@@ -567,7 +676,7 @@ class VectorStore:
                 raise NotFound(f"library {quoted(library)} has no vector collection")
         else:
             with _store_errors(), self._access.read():
-                names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith("lib_")]
+                names = [n for n in self.client.list_collections(timeout=self.timeout) if n.startswith(LIVE_PREFIX)]
         out = []
         for name in sorted(names):
 

@@ -30,12 +30,19 @@ class ModelInfo:
     min_evidence: float = 0.0
     # Vectors are `Sparse` (dim is the index space) rather than dense arrays.
     sparse: bool = False
+    # A landmark fingerprint: indices are hashes, values positions
+    # (services.common.vectors.POSITION_SCALE); the gateway's statistical
+    # test decides, and a result below `min_confidence` is "no match".
+    landmarks: bool = False
+    min_confidence: float = 0.0
 
 
 @dataclasses.dataclass
 class Embeddings:
     vectors: np.ndarray | list[Sparse]  # [N, dim] float32 or N sparse vectors, L2-normalised
     tag_scores: np.ndarray | None = None  # [N, labels] in [0, 1]
+    # Landmark queries: the (speed, pitch) hypothesis each vector stands for.
+    hypotheses: list[tuple[float, float]] | None = None
 
 
 class EmbeddingModel(Protocol):

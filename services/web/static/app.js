@@ -233,7 +233,12 @@ function showResults(results) {
     node.dataset.itemId = item.id;
     node.querySelector(".rank").textContent = `#${i + 1}`;
     node.querySelector(".name").textContent = item.name;
-    node.querySelector(".score").textContent = `score ${Number(result.score).toFixed(3)}`;
+    // A landmark model (fingerprint-v2) scores by confidence and estimates the copy's speed and pitch.
+    const played = result.speed
+      ? ` · played ×${Number(result.speed).toFixed(3)}, pitch ×${Number(result.pitch).toFixed(3)}`
+      : "";
+    node.querySelector(".score").textContent =
+      (result.speed ? `confidence ${Number(result.score).toFixed(3)}` : `score ${Number(result.score).toFixed(3)}`) + played;
     node.querySelector(".meta").textContent =
       `matches ${seconds(range.start_seconds)}–${seconds(range.end_seconds)} of ${seconds(item.duration_seconds)}` +
       ` (query ${seconds(query.start_seconds)}–${seconds(query.end_seconds)}) · ${item.library} #${item.id}`;

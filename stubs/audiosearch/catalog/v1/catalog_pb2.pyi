@@ -326,3 +326,57 @@ class MarkItemPendingResponse(_message.Message):
     ITEM_FIELD_NUMBER: _ClassVar[int]
     item: Item
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
+
+class ModelChange(_message.Message):
+    __slots__ = ("model_name", "model_dim", "window_seconds", "hop_seconds")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIM_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_dim: int
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, model_name: _Optional[str] = ..., model_dim: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
+
+class StartModelChangeRequest(_message.Message):
+    __slots__ = ("name", "change")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    change: ModelChange
+    def __init__(self, name: _Optional[str] = ..., change: _Optional[_Union[ModelChange, _Mapping]] = ...) -> None: ...
+
+class StartModelChangeResponse(_message.Message):
+    __slots__ = ("resumed", "replaced")
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    resumed: bool
+    replaced: ModelChange
+    def __init__(self, resumed: _Optional[bool] = ..., replaced: _Optional[_Union[ModelChange, _Mapping]] = ...) -> None: ...
+
+class FinishModelChangeRequest(_message.Message):
+    __slots__ = ("name", "model_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_name: str
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
+
+class FinishModelChangeResponse(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: Library
+    def __init__(self, library: _Optional[_Union[Library, _Mapping]] = ...) -> None: ...
+
+class CancelModelChangeRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelModelChangeResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: ModelChange
+    def __init__(self, cancelled: _Optional[_Union[ModelChange, _Mapping]] = ...) -> None: ...

@@ -110,6 +110,21 @@ class CatalogServiceStub:
                 request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.FromString,
                 _registered_method=True)
+        self.StartModelChange = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/StartModelChange',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeResponse.FromString,
+                _registered_method=True)
+        self.FinishModelChange = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/FinishModelChange',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeResponse.FromString,
+                _registered_method=True)
+        self.CancelModelChange = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/CancelModelChange',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -215,6 +230,32 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartModelChange(self, request, context):
+        """Records that a library is moving to another model (its items are being
+        re-embedded elsewhere); the library keeps its model until
+        FinishModelChange. The same change again continues it (resumed); another
+        one replaces it. FAILED_PRECONDITION for the model the library has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishModelChange(self, request, context):
+        """Switches a library to its pending change's model, dimension, window and
+        hop in one update. A library already switched to that model is returned
+        as it is (a retry); FAILED_PRECONDITION when no change to it is pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelModelChange(self, request, context):
+        """Drops a library's pending model change, if it has one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +333,21 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.MarkItemPending,
                     request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.FromString,
                     response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.SerializeToString,
+            ),
+            'StartModelChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartModelChange,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeResponse.SerializeToString,
+            ),
+            'FinishModelChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishModelChange,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeResponse.SerializeToString,
+            ),
+            'CancelModelChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelModelChange,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -700,6 +756,87 @@ class CatalogService:
             '/audiosearch.catalog.v1.CatalogService/MarkItemPending',
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingRequest.SerializeToString,
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.MarkItemPendingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartModelChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/StartModelChange',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.StartModelChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishModelChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/FinishModelChange',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.FinishModelChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelModelChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/CancelModelChange',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,13 @@ class RepairKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPAIR_KIND_MISSING_VECTORS: _ClassVar[RepairKind]
     REPAIR_KIND_MISSING_COLLECTION: _ClassVar[RepairKind]
     REPAIR_KIND_ORPHAN_COLLECTION: _ClassVar[RepairKind]
+
+class ReindexOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REINDEX_OUTCOME_UNSPECIFIED: _ClassVar[ReindexOutcome]
+    REINDEX_OUTCOME_SWITCHED: _ClassVar[ReindexOutcome]
+    REINDEX_OUTCOME_UNCHANGED: _ClassVar[ReindexOutcome]
+    REINDEX_OUTCOME_CANCELLED: _ClassVar[ReindexOutcome]
 REPAIR_KIND_UNSPECIFIED: RepairKind
 REPAIR_KIND_ORPHAN_VECTORS: RepairKind
 REPAIR_KIND_UNFINISHED_DELETE: RepairKind
@@ -28,6 +35,10 @@ REPAIR_KIND_REINDEXED: RepairKind
 REPAIR_KIND_MISSING_VECTORS: RepairKind
 REPAIR_KIND_MISSING_COLLECTION: RepairKind
 REPAIR_KIND_ORPHAN_COLLECTION: RepairKind
+REINDEX_OUTCOME_UNSPECIFIED: ReindexOutcome
+REINDEX_OUTCOME_SWITCHED: ReindexOutcome
+REINDEX_OUTCOME_UNCHANGED: ReindexOutcome
+REINDEX_OUTCOME_CANCELLED: ReindexOutcome
 
 class Library(_message.Message):
     __slots__ = ("name", "model", "dim", "description", "create_time", "window_seconds", "hop_seconds")
@@ -374,3 +385,49 @@ class RepairResponse(_message.Message):
     actions: _containers.RepeatedCompositeFieldContainer[RepairAction]
     dry_run: bool
     def __init__(self, actions: _Optional[_Iterable[_Union[RepairAction, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ReindexLibraryRequest(_message.Message):
+    __slots__ = ("library", "model", "window_seconds", "hop_seconds")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    model: str
+    window_seconds: float
+    hop_seconds: float
+    def __init__(self, library: _Optional[str] = ..., model: _Optional[str] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ...) -> None: ...
+
+class ReindexFailure(_message.Message):
+    __slots__ = ("item_id", "name", "reason")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    item_id: int
+    name: str
+    reason: str
+    def __init__(self, item_id: _Optional[int] = ..., name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReindexLibraryResponse(_message.Message):
+    __slots__ = ("total_items", "reindexed_items", "skipped_items", "failed_items", "failure", "elapsed_seconds", "outcome", "library", "previous_model", "detail")
+    TOTAL_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REINDEXED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    total_items: int
+    reindexed_items: int
+    skipped_items: int
+    failed_items: int
+    failure: ReindexFailure
+    elapsed_seconds: float
+    outcome: ReindexOutcome
+    library: Library
+    previous_model: str
+    detail: str
+    def __init__(self, total_items: _Optional[int] = ..., reindexed_items: _Optional[int] = ..., skipped_items: _Optional[int] = ..., failed_items: _Optional[int] = ..., failure: _Optional[_Union[ReindexFailure, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., outcome: _Optional[_Union[ReindexOutcome, str]] = ..., library: _Optional[_Union[Library, _Mapping]] = ..., previous_model: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...

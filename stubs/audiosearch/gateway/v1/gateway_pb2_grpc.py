@@ -96,6 +96,11 @@ class GatewayServiceStub:
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.FromString,
                 _registered_method=True)
+        self.ReindexLibrary = channel.unary_stream(
+                '/audiosearch.gateway.v1.GatewayService/ReindexLibrary',
+                request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -195,6 +200,26 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReindexLibrary(self, request, context):
+        """Moves a library to another embedding model, streaming progress: every
+        ready item is re-embedded, from the gateway's kept upload or else its
+        server path, into vectors of its own while searches keep using the old
+        ones; once all are written the library switches to the new model (and
+        window and hop) in one step, and only then are the old vectors dropped.
+        Item ids, names, tags and metadata stay as they are. Interrupted (the
+        call cancelled, the gateway restarted), the library stays on its model;
+        the same call again continues where it stopped and finishes the job.
+        FAILED_PRECONDITION, and no switch, while any item cannot be re-embedded
+        (the stream reports each, the status message lists them): put its file
+        back or delete it, then call again. Asking for the model the library uses
+        changes nothing (outcome UNCHANGED), and abandons an unfinished move to
+        another one (CANCELLED). With auth on, it needs write access to every
+        library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +282,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Repair,
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.FromString,
                     response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.SerializeToString,
+            ),
+            'ReindexLibrary': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReindexLibrary,
+                    request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.FromString,
+                    response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +615,33 @@ class GatewayService:
             '/audiosearch.gateway.v1.GatewayService/Repair',
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairRequest.SerializeToString,
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.RepairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/audiosearch.gateway.v1.GatewayService/ReindexLibrary',
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.SerializeToString,
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.FromString,
             options,
             channel_credentials,
             insecure,
