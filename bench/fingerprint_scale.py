@@ -480,7 +480,11 @@ def answer(
     embeddings, offsets = MODEL.embed_signal(audio, INFO.window_seconds, INFO.hop_seconds, query=True)
     assert embeddings.hypotheses is not None
     t1 = time.perf_counter()
-    chosen = landmarks.candidates(search(embeddings.vectors, top_k), embeddings.hypotheses, limit)
+    decide_only = embeddings.decide_only or [False] * len(offsets)
+    searched = [k for k, only in enumerate(decide_only) if not only]
+    chosen = landmarks.candidates(
+        search([embeddings.vectors[k] for k in searched], top_k), [embeddings.hypotheses[k] for k in searched], limit
+    )
     t2 = time.perf_counter()
     fetched = list(FETCHERS.map(lambda i: fetch(i, chosen[i].windows), chosen))
     items = dict(zip(chosen, fetched, strict=True))

@@ -8,7 +8,7 @@ import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 
 from services.embedder.audio import resample
-from services.embedder.models.fingerprint_v2 import SEGMENT_SECONDS, FingerprintV2Model
+from services.embedder.models.fingerprint_v2 import PHASED_QUERY_SECONDS, SEGMENT_SECONDS, FingerprintV2Model
 from services.gateway import landmarks
 from tests.sounds import encode, music
 from tests.test_gateway import insert_stream, search_stream
@@ -60,6 +60,34 @@ def test_a_resampled_excerpt_is_found_with_its_speed(track: np.ndarray, speed: f
     assert best.speed == pytest.approx(speed, rel=0.01)
     assert best.pitch == pytest.approx(speed, rel=0.015)
     assert best.offset == pytest.approx(start, abs=0.1)  # item time = speed x query time + offset
+
+
+def test_a_query_carries_its_other_framings_for_the_decision_only(track: np.ndarray) -> None:
+    # A clip cut 3 ms off the library's STFT framing: at framing 0 alone it
+    # shares fewer hashes with the track than with the other framings added.
+    segments, _ = MODEL.embed_signal(resample(track, RATE, 8000), SEGMENT_SECONDS, SEGMENT_SECONDS)
+    stored = set(np.concatenate([v.indices for v in segments.vectors]).tolist())
+    clip = resample(track, RATE, 8000)[20 * 8000 + 24 : 25 * 8000]
+    query, offsets = MODEL.embed_signal(clip, SEGMENT_SECONDS, SEGMENT_SECONDS, query=True)
+    assert query.hypotheses is not None and query.decide_only is not None
+    searched = [v for v, only in zip(query.vectors, query.decide_only, strict=True) if not only]
+    assert len(searched) == len(set(offsets)) * 27  # every chunk searched once under each hypothesis
+    assert any(query.decide_only)
+    shared: dict[bool, set[int]] = {False: set(), True: set()}
+    for v, h, only in zip(query.vectors, query.hypotheses, query.decide_only, strict=True):
+        if h == (1.0, 1.0):
+            shared[only] |= set(v.indices.tolist()) & stored
+    assert len(shared[False] | shared[True]) > 1.2 * len(shared[False])
+
+    def entries(e: object, only: bool) -> int:
+        return sum(len(v.indices) for v, d in zip(e.vectors, e.decide_only, strict=True) if d == only)  # type: ignore[attr-defined]
+
+    # Decide-only: each landmark's neighbouring cell, and the other framings'.
+    assert entries(query, True) > 2 * entries(query, False)
+    # A long query has evidence enough: the neighbouring cells only, no
+    # other framings (its reply stays small).
+    long, _ = MODEL.embed_signal(np.tile(clip, int(PHASED_QUERY_SECONDS / 5) + 1), 1.0, 1.0, query=True)
+    assert entries(long, True) <= entries(long, False)
 
 
 @pytest.mark.parametrize("seconds", [5, 60, 300])

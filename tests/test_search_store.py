@@ -128,6 +128,15 @@ def test_sparse_collections(store: VectorStore) -> None:
     assert 3 not in [h.item_id for h in hits if h.score > 1e-3]
     (window,) = [w for w in store.get("fp", 1) if w.window == 1]
     assert list(window.vector.indices) == [5, 6, 7, 8]
+    # Chosen windows are read by key: in order, a window that is not there left out.
+    assert [w.window for w in store.get("fp", 1, [1, 7, 0])] == [0, 1]
+    assert store.get("fp", 2, [1]) == []
+    # Several queries at once (sent as one-row matrices), a silent one among them.
+    silent, both = store.search(
+        "fp", "fingerprint-v1", 1 << 22, [Sparse(np.zeros(0, np.uint32), np.zeros(0, np.float32)), sparse(4, 3)], 5
+    )
+    assert all(h.score < 1e-3 for h in silent)
+    assert {h.item_id for h in both if h.score > 0.1} == {1, 2}
     with pytest.raises(InvalidArgument, match="sparse"):
         store.upsert("fp", "fingerprint-v1", 1 << 22, [WindowVector(4, 0, 0, unit(1))])
     with pytest.raises(InvalidArgument, match="range"):

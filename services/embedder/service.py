@@ -40,6 +40,8 @@ class Window:
     # Landmark queries: the (speed, pitch) hypothesis the window stands for (else 0).
     speed: float = 0.0
     pitch: float = 0.0
+    # Landmark queries: landmarks for the match decision only, not searched with.
+    decide_only: bool = False
 
 
 @dataclasses.dataclass
@@ -118,8 +120,9 @@ class Embedder:
             embeddings, offsets = await self._embed_streaming(decoder, info, window, hop)
         duration = decoder.duration
         hypotheses = embeddings.hypotheses or [(0.0, 0.0)] * len(offsets)
+        decide_only = embeddings.decide_only or [False] * len(offsets)
         result = [
-            Window(i, offset, min(window, duration - offset), embeddings.vectors[i], *hypotheses[i])
+            Window(i, offset, min(window, duration - offset), embeddings.vectors[i], *hypotheses[i], decide_only[i])
             for i, offset in enumerate(offsets)
         ]
         tags: list[tuple[str, float]] = []

@@ -63,6 +63,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
                     duration_seconds=w.duration,
                     speed=w.speed,
                     pitch=w.pitch,
+                    decide_only=w.decide_only,
                     **vector_fields(w.vector, pb.SparseVector),
                 )
                 for w in result.windows

@@ -94,7 +94,10 @@ class EmbedderClient(_Client):
         options = emb.EmbedOptions(model=model, top_tags=top_tags, window_seconds=window, hop_seconds=hop, query=query)
         stream = chunks(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
         r = await self._call("Embed", stream)
-        windows = [Window(w.index, w.offset_seconds, vector_from_message(w), w.speed, w.pitch) for w in r.windows]
+        windows = [
+            Window(w.index, w.offset_seconds, vector_from_message(w), w.speed, w.pitch, w.decide_only)
+            for w in r.windows
+        ]
         return Embedded(
             r.model.name,
             r.model.dim,

@@ -37,6 +37,8 @@ class Window:
     # Landmark queries: the (speed, pitch) hypothesis the window stands for (else 0).
     speed: float = 0.0
     pitch: float = 0.0
+    # Landmark queries: landmarks for the match decision only, not searched with.
+    decide_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,9 @@ MAX_REPEATS = 2  # a hash met more often in a query or an item's fetched audio i
 # the highest at 0.34 (see docs/fingerprint.md).
 OVERDISPERSION = 2.0
 MIN_LAMBDA = 0.05  # chance pairs per window are never taken as fewer than this
+AS_RECORDED_SHARE = 0.5  # of the false-alarm budget, for the line at speed = pitch = 1 (see `tries`)
+AS_RECORDED = (1.0, 1.0)
+QUERY_JITTER = 0.016  # s: copies of one query anchor from different STFT phases
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,20 +104,25 @@ def _distinctive(landmarks: Landmarks) -> Landmarks:
     return Landmarks(landmarks.keys[keep], landmarks.times[keep])
 
 
-def align(query: Landmarks, item: Landmarks, speed: float, duration: float, item_span: float) -> Alignment | None:
-    """The best line near slope `speed` (see the module docstring);
-    `item_span` is the length of item audio fetched (the offsets chance
-    can take range over it plus the query)."""
+def align(
+    query: Landmarks, item: Landmarks, speed: float, duration: float, item_span: float, slope_span: float = SLOPE_SPAN
+) -> Alignment | None:
+    """The best line with a slope within `slope_span` of `speed` (see the module
+    docstring); `item_span` is the length of item audio fetched (the
+    offsets chance can take range over it plus the query)."""
     query, item = _distinctive(query), _distinctive(item)
     _, tq, ti = pairs(query, item)
     if len(tq) == 0:
         return None
     # One event per coinciding pair of anchor peaks: the landmarks of one
     # anchor (its partners, its neighbouring hash cells) are not independent.
-    tq, ti = np.unique(np.stack([tq, ti]), axis=1)
+    # A query anchor found at several STFT phases is one anchor: its copies
+    # sit within a few ms of each other.
+    _, first = np.unique(np.stack([np.round(tq / QUERY_JITTER), ti]), axis=1, return_index=True)
+    tq, ti = tq[first], ti[first]
     width = 2 * TOLERANCE
     step = TOLERANCE / max(duration, 1.0)
-    n = min(MAX_SLOPES // 2, math.ceil(SLOPE_SPAN / step))
+    n = min(MAX_SLOPES // 2, math.ceil(slope_span / step))
     # From the hypothesis outwards: of equally good lines, the nearest wins.
     slopes = speed * (1 + step * np.array(sorted(range(-n, n + 1), key=abs)))
     best = (-1, 0.0, 0.0)  # count, slope, offset
@@ -128,7 +136,7 @@ def align(query: Landmarks, item: Landmarks, speed: float, duration: float, item
     d = ti - slope * tq
     on = (d >= start - 1e-9) & (d <= start + width + 1e-9)
     # Distinct anchors on both sides: a chord (many peaks at one instant) is one event.
-    m = min(len(np.unique(tq[on])), len(np.unique(ti[on])))
+    m = min(len(np.unique(np.round(tq[on] / QUERY_JITTER))), len(np.unique(ti[on])))
     off_line = len(tq) - int(on.sum())
     span = item_span + slope * duration + width
     chance = max(MIN_LAMBDA, off_line * width / span)
@@ -137,20 +145,33 @@ def align(query: Landmarks, item: Landmarks, speed: float, duration: float, item
     estimate = slope
     if np.ptp(tq[on]) > 1.0:
         fitted, _ = np.polyfit(tq[on], ti[on], 1)
-        if abs(fitted / speed - 1) <= SLOPE_SPAN * 1.5:
+        if abs(fitted / speed - 1) <= max(slope_span, step) * 1.5:
             estimate = float(fitted)
     offset = float(np.median(ti[on] - estimate * tq[on]))
     return Alignment(m, chance, estimate, offset, float(tq[on].min()), float(tq[on].max()))
 
 
-def confidence(alignment: Alignment, library_seconds: float, duration: float, hypotheses: int) -> float:
-    """1 - the probability that chance gives a line this strong anywhere."""
-    cells = (library_seconds + duration) / (2 * TOLERANCE) * hypotheses * _slopes(duration)
+def confidence(alignment: Alignment, library_seconds: float, duration: float, lines: float) -> float:
+    """1 - the probability that chance gives a line this strong anywhere,
+    when `lines` lines were tried per offset (see `tries`)."""
+    cells = (library_seconds + duration) / (2 * TOLERANCE) * lines
     # P[Poisson >= landmarks], counted in clumps of OVERDISPERSION: coincidences
     # come in clumps (neighbouring peaks of one note or hit), which a plain
     # Poisson tail would take for independent evidence.
     tail = poisson_tail(alignment.landmarks / OVERDISPERSION, alignment.chance / OVERDISPERSION)
     return math.exp(-cells * tail)
+
+
+def tries(as_recorded: bool, hypotheses: int, duration: float) -> float:
+    """The lines one offset stands for in the false-alarm budget, which is
+    split in two (a weighted Bonferroni bound, so the total stays what
+    the threshold says): AS_RECORDED_SHARE of it goes to the one line at
+    speed = pitch = 1, the rest to every slope of every hypothesis. A copy
+    played as recorded, which most copies are, then needs fewer landmarks
+    than one whose speed must be searched for, and the bound still holds."""
+    if as_recorded:
+        return 1 / AS_RECORDED_SHARE
+    return hypotheses * _slopes(duration) / (1 - AS_RECORDED_SHARE)
 
 
 def poisson_tail(k: float, lam: float) -> float:
@@ -254,14 +275,18 @@ def decide(
         item = Landmarks.of(windows)
         span = len(windows) * segment_seconds
         best: tuple[float, int, Alignment, tuple[float, float]] | None = None
-        for speed, pitch in tested[item_id] if tested and item_id in tested else hypotheses:
+        chosen = list(tested[item_id]) if tested and item_id in tested else list(hypotheses)
+        # The as-recorded test first (slope exactly 1, its own share of the
+        # budget), then the hypotheses chosen for this item, as-recorded among them.
+        for k, (speed, pitch) in enumerate([AS_RECORDED, *chosen]):
             landmarks = hypotheses.get((speed, pitch))
             if landmarks is None:
                 continue
-            a = align(landmarks, item, speed, duration, span)
+            as_recorded = k == 0
+            a = align(landmarks, item, speed, duration, span, 0.0 if as_recorded else SLOPE_SPAN)
             if a is None:
                 continue
-            c = confidence(a, library_seconds, duration, len(hypotheses))
+            c = confidence(a, library_seconds, duration, tries(as_recorded, len(hypotheses), duration))
             if best is None or (c, a.landmarks) > (best[0], best[1]):
                 best = (c, a.landmarks, a, (speed, pitch))
         if best is None:

@@ -422,13 +422,15 @@ class Gateway:
         """A landmark model's ranking (services/gateway/landmarks.py): the
         segments sharing most hashes with each query window name the
         candidates, their hit segments are fetched, and each candidate's
-        best time-consistent line is tested against chance."""
+        best time-consistent line is tested against chance (with the
+        query's decide-only landmarks too, which are not searched with)."""
+        searched = [w for w in windows if not w.decide_only]
         hits = await self.vectors.search(
-            lib.name, lib.model, lib.dim, [w.vector for w in windows], LANDMARK_HITS, allowed, exclude
+            lib.name, lib.model, lib.dim, [w.vector for w in searched], LANDMARK_HITS, allowed, exclude
         )
         chosen = landmarks.candidates(
             [[(h.item_id, h.window, h.score) for h in per] for per in hits],
-            [(w.speed, w.pitch) for w in windows],
+            [(w.speed, w.pitch) for w in searched],
             max(LANDMARK_CANDIDATES, top_k),
         )
         fetched = await asyncio.gather(*(self.vectors.get(lib.name, i, c.windows) for i, c in chosen.items()))

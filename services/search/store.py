@@ -36,8 +36,9 @@ import grpc
 import numpy as np
 
 # pymilvus imports scipy.sparse lazily, on the first vector it converts;
-# two worker threads doing that at once see a half-initialised module.
-import scipy.sparse  # noqa: F401
+# two worker threads doing that at once see a half-initialised module. Sparse
+# queries also go to it as scipy matrices (`VectorStore._queries`).
+import scipy.sparse
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from services.common.errors import (
@@ -518,6 +519,22 @@ class VectorStore:
             raise InvalidArgument(f"{what}: expected a dense {binding.dim}-d vector")
         return np.asarray(vector, dtype=np.float32).tolist()
 
+    def _queries(self, queries: Sequence[Vector], binding: Binding) -> list:
+        """Query vectors as Milvus takes them. Sparse ones go as one-row CSR
+        matrices: pymilvus checks a list of dicts entry by entry in Python
+        (measured: 0.38 s of a 0.87 s search with 81 vectors of 1,500
+        entries each), a matrix not at all."""
+        encoded = [self._encode(q, binding, "query") for q in queries]
+        if not binding.sparse:
+            return encoded
+        out = []
+        for e in encoded:
+            keys = np.fromiter(e, dtype=np.int64, count=len(e))  # type: ignore[arg-type]
+            values = np.fromiter(e.values(), dtype=np.float32, count=len(e))  # type: ignore[union-attr]
+            order = np.argsort(keys)
+            out.append(scipy.sparse.csr_matrix((values[order], keys[order], [0, len(e)]), shape=(1, binding.dim)))
+        return out
+
     def _write(self, name: str, action: Callable[[], T]) -> T:
         """A write that, once it returns, survives a SIGKILL of this process:
         Milvus Lite has it in its write-ahead log in the OS's page cache (a
@@ -547,21 +564,19 @@ class VectorStore:
         return self._write(name, lambda: int(self.client.upsert(name, rows, timeout=self.timeout)["upsert_count"]))
 
     def get(self, library: str, item_id: int, windows: Sequence[int] = ()) -> list[WindowVector]:
-        """An item's windows (only `windows`, by index, when given), in order."""
+        """An item's windows (only `windows`, by index, when given), in order.
+        Chosen windows are read by primary key, not by a filter: Milvus Lite
+        scans every row for a filter (measured: 9 ms a call at 1 h, 10x
+        that at 10 h)."""
         name, binding = self._bound(library)
-        expr = f"item_id == {int(item_id)}"
+        fields = ["item_id", "window", "offset", "vector"]
         if windows:
-            expr += f" and window in [{', '.join(str(int(w)) for w in windows)}]"
-        rows = self._use(
-            name,
-            False,
-            lambda: self.client.query(
-                name,
-                filter=expr,
-                output_fields=["item_id", "window", "offset", "vector"],
-                timeout=self.timeout,
-            ),
-        )
+            ids = [primary_key(int(item_id), int(w)) for w in windows]
+            read = lambda: self.client.get(name, ids=ids, output_fields=fields, timeout=self.timeout)  # noqa: E731
+        else:
+            expr = f"item_id == {int(item_id)}"
+            read = lambda: self.client.query(name, filter=expr, output_fields=fields, timeout=self.timeout)  # noqa: E731
+        rows = self._use(name, False, read)
         rows.sort(key=lambda r: r["window"])
         return [
             WindowVector(
@@ -587,7 +602,7 @@ class VectorStore:
         name, binding = self._bound(library, model, dim)
         if not queries:
             raise InvalidArgument("no query vectors given")
-        data = [self._encode(q, binding, "query") for q in queries]
+        data = self._queries(queries, binding)
         filters = []
         if item_ids:
             filters.append(f"item_id in {_ids(item_ids)}")

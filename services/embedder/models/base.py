@@ -43,6 +43,8 @@ class Embeddings:
     tag_scores: np.ndarray | None = None  # [N, labels] in [0, 1]
     # Landmark queries: the (speed, pitch) hypothesis each vector stands for.
     hypotheses: list[tuple[float, float]] | None = None
+    # Landmark queries: vectors for the match decision only, not to search with.
+    decide_only: list[bool] | None = None
 
 
 class EmbeddingModel(Protocol):

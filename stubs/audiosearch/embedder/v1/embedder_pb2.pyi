@@ -85,7 +85,7 @@ class AudioInfo(_message.Message):
     def __init__(self, duration_seconds: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Window(_message.Message):
-    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector", "sparse", "speed", "pitch")
+    __slots__ = ("index", "offset_seconds", "duration_seconds", "vector", "sparse", "speed", "pitch", "decide_only")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Window(_message.Message):
     SPARSE_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     PITCH_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_ONLY_FIELD_NUMBER: _ClassVar[int]
     index: int
     offset_seconds: float
     duration_seconds: float
@@ -100,7 +101,8 @@ class Window(_message.Message):
     sparse: SparseVector
     speed: float
     pitch: float
-    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ..., speed: _Optional[float] = ..., pitch: _Optional[float] = ...) -> None: ...
+    decide_only: bool
+    def __init__(self, index: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseVector, _Mapping]] = ..., speed: _Optional[float] = ..., pitch: _Optional[float] = ..., decide_only: _Optional[bool] = ...) -> None: ...
 
 class SparseVector(_message.Message):
     __slots__ = ("indices", "values")
