@@ -8,6 +8,7 @@ import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 
 from services.embedder.audio import resample
+from services.embedder.models import fingerprint_v2
 from services.embedder.models.fingerprint_v2 import PHASED_QUERY_SECONDS, SEGMENT_SECONDS, FingerprintV2Model
 from services.gateway import landmarks
 from tests.sounds import encode, music
@@ -62,7 +63,9 @@ def test_a_resampled_excerpt_is_found_with_its_speed(track: np.ndarray, speed: f
     assert best.offset == pytest.approx(start, abs=0.1)  # item time = speed x query time + offset
 
 
-def test_a_query_carries_its_other_framings_for_the_decision_only(track: np.ndarray) -> None:
+def test_a_query_carries_its_other_framings_for_the_decision_only(
+    track: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A clip cut 3 ms off the library's STFT framing: at framing 0 alone it
     # shares fewer hashes with the track than with the other framings added.
     segments, _ = MODEL.embed_signal(resample(track, RATE, 8000), SEGMENT_SECONDS, SEGMENT_SECONDS)
@@ -78,6 +81,17 @@ def test_a_query_carries_its_other_framings_for_the_decision_only(track: np.ndar
         if h == (1.0, 1.0):
             shared[only] |= set(v.indices.tolist()) & stored
     assert len(shared[False] | shared[True]) > 1.2 * len(shared[False])
+    # ... and the other framings are what adds them: with framing 0 alone
+    # (its neighbouring cells still there) the decision sees fewer.
+    monkeypatch.setattr(fingerprint_v2, "QUERY_PHASES", (0,))
+    alone, _ = MODEL.embed_signal(clip, SEGMENT_SECONDS, SEGMENT_SECONDS, query=True)
+    assert alone.hypotheses is not None
+    found: set[int] = set()
+    for v, h in zip(alone.vectors, alone.hypotheses, strict=True):
+        if h == (1.0, 1.0):
+            found |= set(v.indices.tolist())
+    assert len(shared[False] | shared[True]) > 1.2 * len(found & stored)
+    monkeypatch.undo()
 
     def entries(e: object, only: bool) -> int:
         return sum(len(v.indices) for v, d in zip(e.vectors, e.decide_only, strict=True) if d == only)  # type: ignore[attr-defined]

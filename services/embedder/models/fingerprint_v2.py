@@ -25,7 +25,10 @@ zone. What is new:
    pitch kept). Under each, the query's continuous hash coordinates are
    mapped back to the original's and both nearest quantisation cells are
    kept, so a copy whose true factors lie between grid points is not lost
-   at a cell border. The library is not touched by any of this.
+   at a cell border. The library is not touched by any of this. Only each
+   landmark's own cell is searched with; the neighbouring cell, and the
+   landmarks of three more STFT framings of the query, go to the decision
+   only (QUERY_PHASES).
 
 The gateway (services/gateway/landmarks.py) decides: the time-consistent
 landmarks along the best line item time = speed x query time + offset,
@@ -249,25 +252,24 @@ class FingerprintV2Model:
         for c in range(chunks):
             start = c * length
             end = start + length if c + 1 < chunks else np.inf
+            a, b = np.searchsorted(searched[0], [start, end])
+            p, q = np.searchsorted(decided[0], [start, end])
             for h in hypotheses():
-                for k, (times, lf, lr, ldt) in enumerate((searched, decided)):
-                    a, b = np.searchsorted(times, [start, end])
-                    if k and a == b:
+                # Searched: framing 0, each landmark in its own cell. For the
+                # decision only: its neighbouring cells, and both cells of the
+                # other framings.
+                own, neighbour, at = _soft_cells(searched, a, b, start, h)
+                parts = [(False, own, at), (True, neighbour, at)]
+                if q > p:
+                    own, neighbour, at = _soft_cells(decided, p, q, start, h)
+                    parts.append((True, np.concatenate([own, neighbour]), np.tile(at, 2)))
+                for only, keys, positions in parts:
+                    if only and not len(keys):
                         continue
-                    # Back to the original's coordinates: frequencies / pitch, time differences x speed.
-                    keys, positions = _soft_cells(
-                        lf[a:b] - np.log2(h.pitch), lr[a:b], ldt[a:b] + np.log2(h.speed), times[a:b] - start
-                    )
-                    # Searched: each landmark in its own cell; the
-                    # neighbouring cell and the other framings for the decision.
-                    n = len(keys) // 2 if k == 0 else len(keys)
-                    for only, part in ((bool(k), slice(0, n)), (True, slice(n, None))):
-                        if part.start == len(keys):
-                            continue
-                        vectors.append(_segment(keys[part], positions[part]))
-                        starts.append(start)
-                        hyps.append((h.speed, h.pitch))
-                        decide_only.append(only)
+                    vectors.append(_segment(keys, positions))
+                    starts.append(start)
+                    hyps.append((h.speed, h.pitch))
+                    decide_only.append(only)
         return Embeddings(vectors, hypotheses=hyps, decide_only=decide_only), starts
 
     def embed(self, windows: np.ndarray) -> Embeddings:
@@ -325,18 +327,22 @@ def _cells(lf: np.ndarray, lr: np.ndarray, ldt: np.ndarray) -> np.ndarray:
 
 
 def _soft_cells(
-    lf: np.ndarray, lr: np.ndarray, ldt: np.ndarray, positions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """A query pair's hash in the two nearest anchor-frequency cells (its
-    own and the neighbour on the side it is closer to): the original's value
-    is within half a cell of the mapped one whichever grid point is nearest
-    the true factor, so one of the two is its cell."""
-    f = _f_cell(lf)
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], a: int, b: int, start: float, h: Hypothesis
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query pairs a..b (times, log2 f, log2 ratio, log2 dt) mapped back to
+    the original's coordinates under `h` (frequencies / pitch, time
+    differences x speed), hashed in the two nearest anchor-frequency cells:
+    (own cell, the neighbour on the side it is closer to, positions from
+    `start`). The original's value is within half a cell of the mapped one
+    whichever grid point is nearest the true factor, so one of the two is
+    its cell."""
+    times, lf, lr, ldt = (x[a:b] for x in pairs)
+    f = _f_cell(lf - np.log2(h.pitch))
     f0 = np.floor(f).astype(np.int64)
     f1 = f0 + np.where(f - f0 >= 0.5, 1, -1)
-    t = np.floor(_t_cell(ldt)).astype(np.int64)
-    keys = [_pack(c, np.floor(_r_cell(c, lr)).astype(np.int64), t) for c in (f0, f1)]
-    return np.concatenate(keys), np.tile(positions, 2)
+    t = np.floor(_t_cell(ldt + np.log2(h.speed))).astype(np.int64)
+    own, neighbour = (_pack(c, np.floor(_r_cell(c, lr)).astype(np.int64), t) for c in (f0, f1))
+    return own, neighbour, times - start
 
 
 def _segment(keys: np.ndarray, positions: np.ndarray) -> Sparse:
