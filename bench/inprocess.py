@@ -90,11 +90,13 @@ class LocalVectors:
         top_k: int,
         item_ids: Sequence[int],
         exclude: Sequence[int],
+        distinct_items: bool = True,
     ) -> list[list[Hit]]:
         from services.gateway.clients import HITS_PER_ITEM  # the same grouping the gateway asks for
 
+        grouping = HITS_PER_ITEM if distinct_items else 0
         results = await asyncio.to_thread(
-            self.store.search, library, model, dim, queries, top_k, item_ids, exclude, HITS_PER_ITEM
+            self.store.search, library, model, dim, queries, top_k, item_ids, exclude, grouping
         )
         return [[Hit(h.item_id, h.window, h.offset, h.score) for h in hits] for hits in results]
 

@@ -3,16 +3,19 @@ synthetic music first, then the whole path through real services."""
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
+from audiosearch.search.v1 import search_pb2 as srch
 
 from services.embedder.audio import resample
 from services.embedder.models import fingerprint_v2
 from services.embedder.models.fingerprint_v2 import PHASED_QUERY_SECONDS, SEGMENT_SECONDS, FingerprintV2Model
 from services.gateway import landmarks
 from tests.sounds import encode, music
-from tests.test_gateway import insert_stream, search_stream
+from tests.test_gateway import expect_code, insert_stream, search_stream
+from tests.test_repair import Direct
 
 RATE = 22050  # tests.sounds.music
 MODEL = FingerprintV2Model()
@@ -96,12 +99,19 @@ def test_a_query_carries_its_other_framings_for_the_decision_only(
     def entries(e: object, only: bool) -> int:
         return sum(len(v.indices) for v, d in zip(e.vectors, e.decide_only, strict=True) if d == only)  # type: ignore[attr-defined]
 
-    # Decide-only: each landmark's neighbouring cell, and the other framings'.
-    assert entries(query, True) > 2 * entries(query, False)
-    # A long query has evidence enough: the neighbouring cells only, no
-    # other framings (its reply stays small).
+    # Searched: each anchor's SEARCH_FAN_OUT most prominent partners; with
+    # all FAN_OUT of them searched, about twice the hashes would be.
+    monkeypatch.setattr(fingerprint_v2, "SEARCH_FAN_OUT", fingerprint_v2.FAN_OUT)
+    every, _ = MODEL.embed_signal(clip, SEGMENT_SECONDS, SEGMENT_SECONDS, query=True)
+    monkeypatch.undo()
+    assert 1.5 * entries(query, False) < entries(every, False) < 2.5 * entries(query, False)
+    # Decide-only: the other partners, each pair's neighbouring cell, and
+    # the other framings' pairs in both cells.
+    others = 2 * fingerprint_v2.FAN_OUT / fingerprint_v2.SEARCH_FAN_OUT - 1  # per searched hash, one framing
+    assert entries(query, True) > 2 * others * entries(query, False)
+    # A long query has evidence enough: no other framings (its reply stays small).
     long, _ = MODEL.embed_signal(np.tile(clip, int(PHASED_QUERY_SECONDS / 5) + 1), 1.0, 1.0, query=True)
-    assert entries(long, True) <= entries(long, False)
+    assert entries(long, True) <= others * entries(long, False)
 
 
 @pytest.mark.parametrize("seconds", [5, 60, 300])
@@ -143,8 +153,26 @@ async def test_search_through_the_services_reports_confidence_and_speed(stack) -
     assert response.min_score <= best.score <= 1.0
     assert best.speed == pytest.approx(1.08, rel=0.01)
     assert best.pitch == pytest.approx(1.08, rel=0.015)
-    assert best.item_range.start_seconds == pytest.approx(10.0, abs=0.3)
+    # Where the query's start lies in the item, along the line found; the
+    # ranges are the stretch the evidence covers, most of the clip.
+    assert best.item_range.start_seconds - best.speed * best.query_range.start_seconds == pytest.approx(10.0, abs=0.3)
+    assert best.query_range.end_seconds - best.query_range.start_seconds >= 2.5
     assert best.evidence >= 10  # time-consistent landmarks
+
+    # The candidates' windows are read in one call: in the order asked, a
+    # window that is not there left out.
+    direct = Direct(stack)
+    try:
+        asked = [srch.ItemWindows(item_id=ids[3], windows=[1, 0, 9999]), srch.ItemWindows(item_id=ids[1], windows=[2])]
+        got = await direct.search.BatchGetVectors(srch.BatchGetVectorsRequest(library="songs", items=asked))
+        assert [(v.item_id, v.window_index) for v in got.vectors] == [(ids[3], 0), (ids[3], 1), (ids[1], 2)]
+        assert all(len(v.sparse.indices) for v in got.vectors)
+        no_windows = srch.BatchGetVectorsRequest(library="songs", items=[srch.ItemWindows(item_id=ids[1])])
+        await expect_code(direct.search.BatchGetVectors(no_windows), grpc.StatusCode.INVALID_ARGUMENT, "window")
+        no_library = srch.BatchGetVectorsRequest(library="nosuch", items=asked)
+        await expect_code(direct.search.BatchGetVectors(no_library), grpc.StatusCode.NOT_FOUND)
+    finally:
+        await direct.close()
 
     rng = np.random.default_rng(0)
     noise = encode((0.1 * rng.standard_normal(20 * RATE)).astype(np.float32), rate=RATE)

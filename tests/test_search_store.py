@@ -131,6 +131,11 @@ def test_sparse_collections(store: VectorStore) -> None:
     # Chosen windows are read by key: in order, a window that is not there left out.
     assert [w.window for w in store.get("fp", 1, [1, 7, 0])] == [0, 1]
     assert store.get("fp", 2, [1]) == []
+    # Several items' windows in one read: by item as asked, then by window.
+    many = store.get_many("fp", [(2, [0, 5]), (1, [1, 0])])
+    assert [(w.item_id, w.window) for w in many] == [(2, 0), (1, 0), (1, 1)]
+    assert list(many[0].vector.indices) == [3, 4, 9, 10]
+    assert store.get_many("fp", []) == []
     # Several queries at once (sent as one-row matrices), a silent one among them.
     silent, both = store.search(
         "fp", "fingerprint-v1", 1 << 22, [Sparse(np.zeros(0, np.uint32), np.zeros(0, np.float32)), sparse(4, 3)], 5

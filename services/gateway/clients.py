@@ -145,6 +145,14 @@ class VectorClient(_Client):
         r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id, windows=windows))
         return [Window(v.window_index, v.offset_seconds, vector_from_message(v)) for v in r.vectors]
 
+    async def get_many(self, library: str, windows: dict[int, Sequence[int]]) -> dict[int, list[Window]]:
+        items = [srch.ItemWindows(item_id=i, windows=w) for i, w in windows.items() if w]
+        r = await self._call("BatchGetVectors", srch.BatchGetVectorsRequest(library=library, items=items))
+        out: dict[int, list[Window]] = {i: [] for i in windows}
+        for v in r.vectors:
+            out[v.item_id].append(Window(v.window_index, v.offset_seconds, vector_from_message(v)))
+        return out
+
     async def search(
         self,
         library: str,
@@ -154,6 +162,7 @@ class VectorClient(_Client):
         top_k: int,
         item_ids: Sequence[int],
         exclude: Sequence[int],
+        distinct_items: bool = True,
     ) -> list[list[Hit]]:
         request = srch.SearchRequest(
             library=library,
@@ -162,7 +171,7 @@ class VectorClient(_Client):
             top_k=top_k,
             item_ids=item_ids,
             exclude_item_ids=exclude,
-            hits_per_item=HITS_PER_ITEM,
+            hits_per_item=HITS_PER_ITEM if distinct_items else 0,
         )
         r = await self._call("Search", request)
         return [[Hit(h.item_id, h.window_index, h.offset_seconds, h.score) for h in q.hits] for q in r.results]

@@ -151,6 +151,11 @@ class VectorPort(Protocol):
         """An item's windows (only `windows`, by index, when given), in order."""
         ...
 
+    async def get_many(self, library: str, windows: dict[int, Sequence[int]]) -> dict[int, list[Window]]:
+        """Chosen windows of several items in one read: item id -> its
+        windows that exist, in order."""
+        ...
+
     async def search(
         self,
         library: str,
@@ -160,8 +165,11 @@ class VectorPort(Protocol):
         top_k: int,
         item_ids: Sequence[int],
         exclude: Sequence[int],
+        distinct_items: bool = True,
     ) -> list[list[Hit]]:
-        """Per query, the best windows of each of the `top_k` nearest items."""
+        """Per query, the best windows of each of the `top_k` nearest items
+        (with `distinct_items` false: the `top_k` nearest windows, whichever
+        items they belong to)."""
         ...
 
     async def delete(self, library: str, item_ids: Sequence[int]) -> None: ...

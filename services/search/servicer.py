@@ -47,17 +47,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         vectors = await asyncio.to_thread(
             self.store.get, _library(request.library), request.item_id, list(request.windows)
         )
-        return pb.GetVectorsResponse(
-            vectors=[
-                pb.WindowVector(
-                    item_id=v.item_id,
-                    window_index=v.window,
-                    offset_seconds=v.offset,
-                    **vector_fields(v.vector, pb.SparseVector),
-                )
-                for v in vectors
-            ]
-        )
+        return pb.GetVectorsResponse(vectors=[_window_message(v) for v in vectors])
+
+    async def BatchGetVectors(self, request, context):  # type: ignore[no-untyped-def]
+        wanted = [(i.item_id, list(i.windows)) for i in request.items]
+        if any(not windows for _, windows in wanted):
+            raise InvalidArgument("every item in BatchGetVectors needs at least one window index")
+        vectors = await asyncio.to_thread(self.store.get_many, _library(request.library), wanted)
+        return pb.BatchGetVectorsResponse(vectors=[_window_message(v) for v in vectors])
 
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
         if not 1 <= request.top_k <= self.max_top_k:
@@ -107,3 +104,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     async def ListItemIds(self, request, context):  # type: ignore[no-untyped-def]
         ids = await asyncio.to_thread(self.store.item_ids, _library(request.library))
         return pb.ListItemIdsResponse(item_ids=ids)
+
+
+def _window_message(v: WindowVector) -> pb.WindowVector:
+    return pb.WindowVector(
+        item_id=v.item_id, window_index=v.window, offset_seconds=v.offset, **vector_fields(v.vector, pb.SparseVector)
+    )

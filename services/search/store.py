@@ -151,6 +151,16 @@ def primary_key(item_id: int, window: int) -> int:
     return (item_id << WINDOW_BITS) | window
 
 
+def _window_vector(row: dict, sparse: bool) -> WindowVector:
+    vector = row["vector"]
+    return WindowVector(
+        row["item_id"],
+        row["window"],
+        row["offset"],
+        Sparse.from_dict(vector) if sparse else np.asarray(vector, dtype=np.float32),
+    )
+
+
 def _ids(values: Sequence[int]) -> str:
     return "[" + ",".join(str(int(v)) for v in values) + "]"
 
@@ -584,15 +594,23 @@ class VectorStore:
             read = lambda: self.client.query(name, filter=expr, output_fields=fields, timeout=self.timeout)  # noqa: E731
         rows = self._use(name, False, read)
         rows.sort(key=lambda r: r["window"])
-        return [
-            WindowVector(
-                r["item_id"],
-                r["window"],
-                r["offset"],
-                Sparse.from_dict(r["vector"]) if binding.sparse else np.asarray(r["vector"], dtype=np.float32),
-            )
-            for r in rows
-        ]
+        return [_window_vector(r, binding.sparse) for r in rows]
+
+    def get_many(self, library: str, windows: Sequence[tuple[int, Sequence[int]]]) -> list[WindowVector]:
+        """Chosen windows of several items, (item id, window indices) each,
+        in one read by primary key; ordered by item as given, then by window.
+        Windows that do not exist are left out. One read instead of one per
+        item: the candidates of a landmark search are fetched together."""
+        name, binding = self._bound(library)
+        ids = [primary_key(int(item_id), int(w)) for item_id, chosen in windows for w in chosen]
+        if not ids:
+            return []
+        fields = ["item_id", "window", "offset", "vector"]
+        read = lambda: self.client.get(name, ids=ids, output_fields=fields, timeout=self.timeout)  # noqa: E731
+        rows = self._use(name, False, read)
+        rank = {int(item_id): k for k, (item_id, _) in reversed(list(enumerate(windows)))}
+        rows.sort(key=lambda r: (rank[r["item_id"]], r["window"]))
+        return [_window_vector(r, binding.sparse) for r in rows]
 
     def search(
         self,

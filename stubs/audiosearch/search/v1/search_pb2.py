@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiosearch/search/v1/search.proto\x12\x15\x61udiosearch.search.v1\"9\n\x0cModelBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"^\n\x17\x43reateCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\"+\n\x18\x43reateCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"(\n\x15\x44ropCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x92\x01\n\x0cWindowVector\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\x12\x33\n\x06sparse\x18\x05 \x01(\x0b\x32#.audiosearch.search.v1.SparseVector\"\x91\x01\n\x14UpsertVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x34\n\x07vectors\x18\x03 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\")\n\x15UpsertVectorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"F\n\x11GetVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12\x0f\n\x07windows\x18\x03 \x03(\x05\"J\n\x12GetVectorsResponse\x12\x34\n\x07vectors\x18\x01 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\"R\n\x0bQueryVector\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x33\n\x06sparse\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.SparseVector\"\xdb\x01\n\rSearchRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x33\n\x07queries\x18\x03 \x03(\x0b\x32\".audiosearch.search.v1.QueryVector\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\x12\x15\n\rhits_per_item\x18\x07 \x01(\x05\"S\n\x03Hit\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"5\n\tQueryHits\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.audiosearch.search.v1.Hit\"C\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .audiosearch.search.v1.QueryHits\"9\n\x14\x44\x65leteVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\"(\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\")\n\x16\x43ollectionStatsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"v\n\x0f\x43ollectionStats\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\"V\n\x17\x43ollectionStatsResponse\x12;\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32&.audiosearch.search.v1.CollectionStats\"%\n\x12ListItemIdsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\'\n\x13ListItemIdsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x32\xdd\x06\n\rSearchService\x12s\n\x10\x43reateCollection\x12..audiosearch.search.v1.CreateCollectionRequest\x1a/.audiosearch.search.v1.CreateCollectionResponse\x12m\n\x0e\x44ropCollection\x12,.audiosearch.search.v1.DropCollectionRequest\x1a-.audiosearch.search.v1.DropCollectionResponse\x12j\n\rUpsertVectors\x12+.audiosearch.search.v1.UpsertVectorsRequest\x1a,.audiosearch.search.v1.UpsertVectorsResponse\x12\x61\n\nGetVectors\x12(.audiosearch.search.v1.GetVectorsRequest\x1a).audiosearch.search.v1.GetVectorsResponse\x12U\n\x06Search\x12$.audiosearch.search.v1.SearchRequest\x1a%.audiosearch.search.v1.SearchResponse\x12j\n\rDeleteVectors\x12+.audiosearch.search.v1.DeleteVectorsRequest\x1a,.audiosearch.search.v1.DeleteVectorsResponse\x12p\n\x0f\x43ollectionStats\x12-.audiosearch.search.v1.CollectionStatsRequest\x1a..audiosearch.search.v1.CollectionStatsResponse\x12\x64\n\x0bListItemIds\x12).audiosearch.search.v1.ListItemIdsRequest\x1a*.audiosearch.search.v1.ListItemIdsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiosearch/search/v1/search.proto\x12\x15\x61udiosearch.search.v1\"9\n\x0cModelBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"^\n\x17\x43reateCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\"+\n\x18\x43reateCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"(\n\x15\x44ropCollectionRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x92\x01\n\x0cWindowVector\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\x12\x33\n\x06sparse\x18\x05 \x01(\x0b\x32#.audiosearch.search.v1.SparseVector\"\x91\x01\n\x14UpsertVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x34\n\x07vectors\x18\x03 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\")\n\x15UpsertVectorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"F\n\x11GetVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12\x0f\n\x07windows\x18\x03 \x03(\x05\"J\n\x12GetVectorsResponse\x12\x34\n\x07vectors\x18\x01 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\"/\n\x0bItemWindows\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x0f\n\x07windows\x18\x02 \x03(\x05\"\\\n\x16\x42\x61tchGetVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x31\n\x05items\x18\x02 \x03(\x0b\x32\".audiosearch.search.v1.ItemWindows\"O\n\x17\x42\x61tchGetVectorsResponse\x12\x34\n\x07vectors\x18\x01 \x03(\x0b\x32#.audiosearch.search.v1.WindowVector\"R\n\x0bQueryVector\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x33\n\x06sparse\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.SparseVector\"\xdb\x01\n\rSearchRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x33\n\x07queries\x18\x03 \x03(\x0b\x32\".audiosearch.search.v1.QueryVector\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\x12\x15\n\rhits_per_item\x18\x07 \x01(\x05\"S\n\x03Hit\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x14\n\x0cwindow_index\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"5\n\tQueryHits\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.audiosearch.search.v1.Hit\"C\n\x0eSearchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .audiosearch.search.v1.QueryHits\"9\n\x14\x44\x65leteVectorsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\"(\n\x15\x44\x65leteVectorsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\")\n\x16\x43ollectionStatsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"v\n\x0f\x43ollectionStats\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x32\n\x05model\x18\x02 \x01(\x0b\x32#.audiosearch.search.v1.ModelBinding\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\"V\n\x17\x43ollectionStatsResponse\x12;\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32&.audiosearch.search.v1.CollectionStats\"%\n\x12ListItemIdsRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\'\n\x13ListItemIdsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x32\xcf\x07\n\rSearchService\x12s\n\x10\x43reateCollection\x12..audiosearch.search.v1.CreateCollectionRequest\x1a/.audiosearch.search.v1.CreateCollectionResponse\x12m\n\x0e\x44ropCollection\x12,.audiosearch.search.v1.DropCollectionRequest\x1a-.audiosearch.search.v1.DropCollectionResponse\x12j\n\rUpsertVectors\x12+.audiosearch.search.v1.UpsertVectorsRequest\x1a,.audiosearch.search.v1.UpsertVectorsResponse\x12\x61\n\nGetVectors\x12(.audiosearch.search.v1.GetVectorsRequest\x1a).audiosearch.search.v1.GetVectorsResponse\x12p\n\x0f\x42\x61tchGetVectors\x12-.audiosearch.search.v1.BatchGetVectorsRequest\x1a..audiosearch.search.v1.BatchGetVectorsResponse\x12U\n\x06Search\x12$.audiosearch.search.v1.SearchRequest\x1a%.audiosearch.search.v1.SearchResponse\x12j\n\rDeleteVectors\x12+.audiosearch.search.v1.DeleteVectorsRequest\x1a,.audiosearch.search.v1.DeleteVectorsResponse\x12p\n\x0f\x43ollectionStats\x12-.audiosearch.search.v1.CollectionStatsRequest\x1a..audiosearch.search.v1.CollectionStatsResponse\x12\x64\n\x0bListItemIds\x12).audiosearch.search.v1.ListItemIdsRequest\x1a*.audiosearch.search.v1.ListItemIdsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,30 +53,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETVECTORSREQUEST']._serialized_end=805
   _globals['_GETVECTORSRESPONSE']._serialized_start=807
   _globals['_GETVECTORSRESPONSE']._serialized_end=881
-  _globals['_QUERYVECTOR']._serialized_start=883
-  _globals['_QUERYVECTOR']._serialized_end=965
-  _globals['_SEARCHREQUEST']._serialized_start=968
-  _globals['_SEARCHREQUEST']._serialized_end=1187
-  _globals['_HIT']._serialized_start=1189
-  _globals['_HIT']._serialized_end=1272
-  _globals['_QUERYHITS']._serialized_start=1274
-  _globals['_QUERYHITS']._serialized_end=1327
-  _globals['_SEARCHRESPONSE']._serialized_start=1329
-  _globals['_SEARCHRESPONSE']._serialized_end=1396
-  _globals['_DELETEVECTORSREQUEST']._serialized_start=1398
-  _globals['_DELETEVECTORSREQUEST']._serialized_end=1455
-  _globals['_DELETEVECTORSRESPONSE']._serialized_start=1457
-  _globals['_DELETEVECTORSRESPONSE']._serialized_end=1497
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=1499
-  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=1540
-  _globals['_COLLECTIONSTATS']._serialized_start=1542
-  _globals['_COLLECTIONSTATS']._serialized_end=1660
-  _globals['_COLLECTIONSTATSRESPONSE']._serialized_start=1662
-  _globals['_COLLECTIONSTATSRESPONSE']._serialized_end=1748
-  _globals['_LISTITEMIDSREQUEST']._serialized_start=1750
-  _globals['_LISTITEMIDSREQUEST']._serialized_end=1787
-  _globals['_LISTITEMIDSRESPONSE']._serialized_start=1789
-  _globals['_LISTITEMIDSRESPONSE']._serialized_end=1828
-  _globals['_SEARCHSERVICE']._serialized_start=1831
-  _globals['_SEARCHSERVICE']._serialized_end=2692
+  _globals['_ITEMWINDOWS']._serialized_start=883
+  _globals['_ITEMWINDOWS']._serialized_end=930
+  _globals['_BATCHGETVECTORSREQUEST']._serialized_start=932
+  _globals['_BATCHGETVECTORSREQUEST']._serialized_end=1024
+  _globals['_BATCHGETVECTORSRESPONSE']._serialized_start=1026
+  _globals['_BATCHGETVECTORSRESPONSE']._serialized_end=1105
+  _globals['_QUERYVECTOR']._serialized_start=1107
+  _globals['_QUERYVECTOR']._serialized_end=1189
+  _globals['_SEARCHREQUEST']._serialized_start=1192
+  _globals['_SEARCHREQUEST']._serialized_end=1411
+  _globals['_HIT']._serialized_start=1413
+  _globals['_HIT']._serialized_end=1496
+  _globals['_QUERYHITS']._serialized_start=1498
+  _globals['_QUERYHITS']._serialized_end=1551
+  _globals['_SEARCHRESPONSE']._serialized_start=1553
+  _globals['_SEARCHRESPONSE']._serialized_end=1620
+  _globals['_DELETEVECTORSREQUEST']._serialized_start=1622
+  _globals['_DELETEVECTORSREQUEST']._serialized_end=1679
+  _globals['_DELETEVECTORSRESPONSE']._serialized_start=1681
+  _globals['_DELETEVECTORSRESPONSE']._serialized_end=1721
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_start=1723
+  _globals['_COLLECTIONSTATSREQUEST']._serialized_end=1764
+  _globals['_COLLECTIONSTATS']._serialized_start=1766
+  _globals['_COLLECTIONSTATS']._serialized_end=1884
+  _globals['_COLLECTIONSTATSRESPONSE']._serialized_start=1886
+  _globals['_COLLECTIONSTATSRESPONSE']._serialized_end=1972
+  _globals['_LISTITEMIDSREQUEST']._serialized_start=1974
+  _globals['_LISTITEMIDSREQUEST']._serialized_end=2011
+  _globals['_LISTITEMIDSRESPONSE']._serialized_start=2013
+  _globals['_LISTITEMIDSRESPONSE']._serialized_end=2052
+  _globals['_SEARCHSERVICE']._serialized_start=2055
+  _globals['_SEARCHSERVICE']._serialized_end=3030
 # @@protoc_insertion_point(module_scope)

@@ -96,6 +96,28 @@ class GetVectorsResponse(_message.Message):
     vectors: _containers.RepeatedCompositeFieldContainer[WindowVector]
     def __init__(self, vectors: _Optional[_Iterable[_Union[WindowVector, _Mapping]]] = ...) -> None: ...
 
+class ItemWindows(_message.Message):
+    __slots__ = ("item_id", "windows")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    item_id: int
+    windows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, item_id: _Optional[int] = ..., windows: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BatchGetVectorsRequest(_message.Message):
+    __slots__ = ("library", "items")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    items: _containers.RepeatedCompositeFieldContainer[ItemWindows]
+    def __init__(self, library: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ItemWindows, _Mapping]]] = ...) -> None: ...
+
+class BatchGetVectorsResponse(_message.Message):
+    __slots__ = ("vectors",)
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[WindowVector]
+    def __init__(self, vectors: _Optional[_Iterable[_Union[WindowVector, _Mapping]]] = ...) -> None: ...
+
 class QueryVector(_message.Message):
     __slots__ = ("vector", "sparse")
     VECTOR_FIELD_NUMBER: _ClassVar[int]

@@ -55,6 +55,11 @@ class SearchServiceStub:
                 request_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsResponse.FromString,
                 _registered_method=True)
+        self.BatchGetVectors = channel.unary_unary(
+                '/audiosearch.search.v1.SearchService/BatchGetVectors',
+                request_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/audiosearch.search.v1.SearchService/Search',
                 request_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
@@ -110,6 +115,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetVectors(self, request, context):
+        """Returns chosen windows of several items of one library in one read
+        (what a landmark search fetches for its candidates). Windows that do not
+        exist are left out; NOT_FOUND when the library has no collection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
         """Nearest windows for each query vector.
         """
@@ -160,6 +174,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetVectors,
                     request_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsRequest.FromString,
                     response_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsResponse.SerializeToString,
+            ),
+            'BatchGetVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetVectors,
+                    request_deserializer=audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsRequest.FromString,
+                    response_serializer=audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -291,6 +310,33 @@ class SearchService:
             '/audiosearch.search.v1.SearchService/GetVectors',
             audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsRequest.SerializeToString,
             audiosearch_dot_search_dot_v1_dot_search__pb2.GetVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.search.v1.SearchService/BatchGetVectors',
+            audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsRequest.SerializeToString,
+            audiosearch_dot_search_dot_v1_dot_search__pb2.BatchGetVectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,
