@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check test demo samples eval bench bench-gpu bench-observability serve clean
+.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check check test demo samples eval bench bench-gpu bench-observability serve clean
 
 all: venv
 
@@ -96,6 +96,13 @@ k8s-validate: $(VENV)/.installed
 k8s-check: k8s-validate
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_k8s.py tests/test_dockerfiles.py
 
+# The fast tier: lint, then every test that needs no running service,
+# database, Milvus, network, npm or browser (tests/conftest.py marks the
+# others "services"), the gateway's crash-point test among them.
+check: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "not services"
+
+# The whole suite (what .ci/run calls).
 test: $(VENV)/.installed proto-check buf-lint buf-breaking node-stubs browser lint k8s-validate $(SAMPLES)/.fetched
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -179,7 +186,7 @@ bench-gpu: $(VENV)/.installed $(SAMPLES)/.fetched
 
 # The demo's stack: gateway on DEMO_PORT, the other services on the next three.
 DEMO_PORT ?= 50061
-demo: proto $(SAMPLES)/.fetched
+demo: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) scripts/demo.py --samples $(SAMPLES) --port $(DEMO_PORT)
 
 serve: $(VENV)/.installed

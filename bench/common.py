@@ -54,7 +54,7 @@ def cnn14_checkpoint() -> Path:
     """A Cnn14 checkpoint in the official format with seeded random weights
     (the real one is on Zenodo, out of reach here; speed does not depend on
     the values). Made once, then reused."""
-    from services.embedder.models.reference import save_checkpoint
+    from tests.reference_models import save_checkpoint
 
     path = CACHE / "weights" / "Cnn14_mAP=0.431.pth"
     if not path.exists():

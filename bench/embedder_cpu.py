@@ -28,9 +28,9 @@ from common import cnn14_checkpoint, figure, merge_results  # noqa: E402
 
 from services.common import config as cfg  # noqa: E402
 from services.embedder.config import EmbedderConfig  # noqa: E402
-from services.embedder.models.reference import audio_tagging  # noqa: E402
+from services.embedder.embedding import Embedder  # noqa: E402
 from services.embedder.registry import Registry, build_models  # noqa: E402
-from services.embedder.service import Embedder  # noqa: E402
+from tests.reference_models import audio_tagging  # noqa: E402
 from tests.sounds import encode  # noqa: E402
 
 RATE = 32000

@@ -30,7 +30,7 @@ Every item is fingerprinted for real (FingerprintV2Model.embed_signal, one
 process per CPU); none reuses another's vectors.
 
 Each level's items go into a real Milvus Lite collection through the
-search service's VectorStore (upsert 1000 segments at a time, then flush);
+search service's MilvusStore (upsert 1000 segments at a time, then flush);
 the same segment vectors go to the baseline, a separate process holding
 every landmark in flat numpy arrays sorted by hash.
 
@@ -41,7 +41,7 @@ right offset), half of held-out recordings and of noise (the miss path; a
 result there is a false positive). Each is timed over the whole path the
 gateway runs: embed -> search (top_k per query vector) -> candidates ->
 fetch those items' hit windows -> decide (services/gateway/landmarks.py),
-first against Milvus (VectorStore.search / .get), then against the
+first against Milvus (MilvusStore.search / .get), then against the
 baseline (the same embed, candidates and decide, its own search and fetch).
 
 Measured per level: index MiB (du of the Milvus Lite directory after the
@@ -83,7 +83,8 @@ from services.common.vectors import Sparse
 from services.embedder.audio import resample
 from services.embedder.models.fingerprint_v2 import FingerprintV2Model, hypotheses
 from services.gateway import landmarks
-from services.search.store import VectorStore, WindowVector
+from services.search.contract import Store, WindowVector
+from services.search.milvus import MilvusStore
 
 MODEL = FingerprintV2Model()
 INFO = MODEL.info
@@ -150,9 +151,9 @@ def list_tracks(source: Path) -> list[Track]:
 def gateway_defaults() -> tuple[int, int]:
     """The gateway's hits per query vector and candidates decided on (read
     in a worker: the gateway's imports stay out of the measured process)."""
-    from services.gateway import orchestrator
+    from services.gateway import ranking
 
-    return orchestrator.LANDMARK_HITS, orchestrator.LANDMARK_CANDIDATES
+    return ranking.LANDMARK_HITS, ranking.LANDMARK_CANDIDATES
 
 
 def pick_source(explicit: Path | None) -> Path:
@@ -473,7 +474,7 @@ def answer(
     top_k: int,
     limit: int,
 ) -> Answer:
-    """The gateway's landmark search (GatewayOrchestrator._rank_landmarks):
+    """The gateway's landmark search (services/gateway/ranking.py: rank_landmarks):
     embed -> search -> candidates -> fetch the candidates' hit windows, all
     at once -> decide on the hypotheses the candidates were chosen for."""
     t0 = time.perf_counter()
@@ -608,9 +609,9 @@ class InvertedIndex:
 
 
 class MilvusPath:
-    """Search and fetch through the search service's VectorStore."""
+    """Search and fetch through the search service's store (Milvus)."""
 
-    def __init__(self, store: VectorStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def search(self, vectors: list[Sparse], top_k: int) -> Hits:
@@ -749,7 +750,7 @@ def report(levels: list[Level], queries: list[Query]) -> tuple[dict[str, dict], 
         top1, fp = score(queries, lv.ours)
         same = sum(a.item_id == b.item_id for a, b in zip(lv.ours, lv.theirs, strict=True))
         note = (
-            f"{size}; {what}; Milvus Lite via VectorStore (stage p50 ms: {stage_p50(lv.ours)}); baseline: a "
+            f"{size}; {what}; Milvus Lite via MilvusStore (stage p50 ms: {stage_p50(lv.ours)}); baseline: a "
             f"brute-force in-memory inverted index, same decide (stage p50 ms: {stage_p50(lv.theirs)}); same top "
             f"item for {same} of {len(queries)} queries; CPU s per s each process got while timing: "
             f"{lv.cpu_share:.2f} and {lv.baseline_cpu_share:.2f} (load average {lv.load:.1f})"
@@ -783,7 +784,7 @@ def report(levels: list[Level], queries: list[Query]) -> tuple[dict[str, dict], 
             lv.upsert_seconds,
             lv.baseline_build,
             "s",
-            f"{size}; seconds in VectorStore.upsert + flush, cumulative; baseline: the brute-force index's appends "
+            f"{size}; seconds in MilvusStore.upsert + flush, cumulative; baseline: the brute-force index's appends "
             f"and sorts; fingerprinting alongside: {lv.fingerprint_cpu:.0f} CPU s, wall {lv.build_wall:.0f} s",
         )
     for lo, hi, scaled in growth(levels):
@@ -958,7 +959,7 @@ def main() -> int:
         f"recordings of {source} ({len(library)} recordings, {real / 3600:.2f} h; {len(held)} more held out), "
         f"decoded mono at {RATE} Hz, first as they are, {copies}; every item fingerprinted "
         f"for real ({args.workers} processes, {levels[-1].fingerprint_cpu:.0f} CPU s for the largest level) and "
-        f"upserted through VectorStore into Milvus Lite, the levels prefixes of one sequence. Hours by kind: "
+        f"upserted through MilvusStore into Milvus Lite, the levels prefixes of one sequence. Hours by kind: "
         f"{kinds}. Queries: {notes}, the same at every level. Baseline: a brute-force in-memory inverted index "
         f"(numpy arrays sorted by hash) in its own process, the same embed, candidates (limit {args.candidates}) "
         f"and decide, top_k {args.top_k} per query vector."
@@ -983,7 +984,7 @@ def measure(
     baseline = spawn.Process(target=baseline_process, args=(theirs, args.top_k, args.candidates), daemon=True)
     baseline.start()
     ours.send(("queries", queries))
-    store = VectorStore(str(work / "milvus" / "vectors.db"))
+    store = MilvusStore(str(work / "milvus" / "vectors.db"))
     store.create(LIBRARY, INFO.name, INFO.dim, sparse=INFO.sparse)
     levels: list[Level] = []
     state = Level(0.0)

@@ -22,13 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.embedder.models.cnn14 import SAMPLE_RATE, Cnn14, accelerate, run
-from services.embedder.models.reference import random_cnn14
+from services.embedder.models.cnn14 import Cnn14
+from services.embedder.models.panns import accelerate, run
+from services.embedder.models.panns_frontend import PANNS_32K
+from tests.reference_models import random_cnn14
 
 GFLOP_PER_CLIP = 42.2
 # Dense bf16 tensor-core peaks (TFLOP/s), by the name torch reports.
 PEAKS = {"H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H200": 989.4, "A100": 312.0, "L4": 121.0}
-CLIP = 10 * SAMPLE_RATE
+CLIP = 10 * PANNS_32K.sample_rate
 
 
 def peak_for(name: str) -> float | None:

@@ -21,7 +21,7 @@ from pymilvus import DataType, MilvusClient
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine, insert
 
 from services.embedder.audio import window_starts
-from services.embedder.models.reference import audio_tagging
+from tests.reference_models import audio_tagging
 
 RATE, WINDOW, HOP, MINIMUM = 32000, 10.0, 5.0, 1.0
 

@@ -16,14 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.catalog.database import make_engine, migrate
-from services.catalog.repository import Catalog, ItemRecord, LibraryRecord, NewItem
+from services.catalog.records import ItemRecord, LibraryRecord, NewItem
+from services.catalog.repository import Catalog
 from services.common.vectors import Vector
 from services.embedder.config import EmbedderConfig
+from services.embedder.embedding import Embedder
 from services.embedder.registry import Registry, build_models
-from services.embedder.service import Embedder
-from services.gateway.domain import Embedded, Hit, Item, Library, ModelStatus, Window
-from services.gateway.orchestrator import Gateway, Settings
-from services.search.store import VectorStore, WindowVector
+from services.gateway.audio_store import AudioStore
+from services.gateway.facade import Gateway, Settings
+from services.gateway.ports import Backends, Embedded, Hit, Item, Library, ModelStatus, Window
+from services.search.contract import WindowVector
+from services.search.milvus import MilvusStore
 
 
 class LocalEmbedder:
@@ -33,16 +36,16 @@ class LocalEmbedder:
     async def models(self) -> tuple[list[ModelStatus], str]:
         statuses = [
             ModelStatus(
-                s.info.name,
-                s.info.version,
-                s.info.dim,
-                s.available,
-                s.reason,
-                s.loading,
-                s.info.window_seconds,
-                s.info.hop_seconds,
-                s.info.min_evidence,
-                s.info.sparse,
+                name=s.info.name,
+                version=s.info.version,
+                dim=s.info.dim,
+                available=s.available,
+                reason=s.reason,
+                loading=s.loading,
+                window=s.info.window_seconds,
+                hop=s.info.hop_seconds,
+                min_evidence=s.info.min_evidence,
+                sparse=s.info.sparse,
             )
             for s in self.embedder.models()
         ]
@@ -53,22 +56,22 @@ class LocalEmbedder:
     ) -> Embedded:
         r = await self.embedder.embed(data, model, top_tags, window, hop, query)
         return Embedded(
-            r.model.name,
-            r.model.dim,
-            r.window,
-            r.hop,
-            r.model.min_evidence,
-            r.duration,
-            r.sample_rate,
-            r.channels,
-            r.sha256,
-            [Window(w.index, w.offset, w.vector) for w in r.windows],
-            r.tags,
+            model=r.model.name,
+            dim=r.model.dim,
+            window=r.window,
+            hop=r.hop,
+            min_evidence=r.model.min_evidence,
+            duration=r.duration,
+            sample_rate=r.sample_rate,
+            channels=r.channels,
+            sha256=r.sha256,
+            windows=[Window(index=w.index, offset=w.offset, vector=w.vector) for w in r.windows],
+            tags=r.tags,
         )
 
 
 class LocalVectors:
-    def __init__(self, store: VectorStore) -> None:
+    def __init__(self, store: MilvusStore) -> None:
         self.store = store
 
     async def create(self, library: str, model: str, dim: int, sparse: bool) -> None:
@@ -78,7 +81,7 @@ class LocalVectors:
         await asyncio.to_thread(self.store.drop, library)
 
     async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None:
-        rows = [WindowVector(item_id, w.index, w.offset, w.vector) for w in windows]
+        rows = [WindowVector(item_id=item_id, window=w.index, offset=w.offset, vector=w.vector) for w in windows]
         await asyncio.to_thread(self.store.upsert, library, model, dim, rows)
 
     async def search(
@@ -98,7 +101,9 @@ class LocalVectors:
         results = await asyncio.to_thread(
             self.store.search, library, model, dim, queries, top_k, item_ids, exclude, grouping
         )
-        return [[Hit(h.item_id, h.window, h.offset, h.score) for h in hits] for hits in results]
+        return [
+            [Hit(item_id=h.item_id, window=h.window, offset=h.offset, score=h.score) for h in hits] for hits in results
+        ]
 
     async def delete(self, library: str, item_ids: Sequence[int]) -> None:
         await asyncio.to_thread(self.store.delete, library, list(item_ids))
@@ -106,24 +111,30 @@ class LocalVectors:
 
 def _library(lib: LibraryRecord) -> Library:
     return Library(
-        lib.name, lib.model_name, lib.model_dim, lib.description, lib.created_at, lib.window_seconds, lib.hop_seconds
+        name=lib.name,
+        model=lib.model_name,
+        dim=lib.model_dim,
+        description=lib.description,
+        created_at=lib.created_at,
+        window=lib.window_seconds,
+        hop=lib.hop_seconds,
     )
 
 
 def _item(item: ItemRecord) -> Item:
     return Item(
-        item.id,
-        item.library,
-        item.name,
-        item.source_uri,
-        item.sha256,
-        item.duration_seconds,
-        item.sample_rate,
-        item.channels,
-        list(item.user_tags),
-        list(item.auto_tags),
-        item.created_at,
-        item.state,
+        id=item.id,
+        library=item.library,
+        name=item.name,
+        source_uri=item.source_uri,
+        sha256=item.sha256,
+        duration_seconds=item.duration_seconds,
+        sample_rate=item.sample_rate,
+        channels=item.channels,
+        user_tags=list(item.user_tags),
+        auto_tags=list(item.auto_tags),
+        created_at=item.created_at,
+        state=item.state,
     )
 
 
@@ -178,7 +189,7 @@ class LocalStack:
     wired to them in-process."""
 
     embedder: Embedder
-    store: VectorStore
+    store: MilvusStore
     catalog: Catalog
     gateway: Gateway
 
@@ -195,12 +206,18 @@ async def open_local(data_dir: Path, embedder_config: EmbedderConfig, auto_tags:
     engine = make_engine(f"sqlite:///{(data_dir / 'catalog.db').resolve()}")
     migrate(engine)
     catalog = Catalog(engine)
-    store = VectorStore(str((data_dir / "milvus.db").resolve()))
+    store = MilvusStore(str((data_dir / "milvus.db").resolve()))
     registry = Registry(build_models(embedder_config), embedder_config.default_model)
     await registry.load_all()
     embedder = Embedder(registry, embedder_config)
     settings = Settings(
         max_upload_bytes=embedder_config.max_upload_bytes, max_top_k=100, auto_tags=auto_tags, allowed_roots=()
     )
-    gateway = Gateway(LocalEmbedder(embedder), LocalVectors(store), LocalCatalog(catalog), settings)  # type: ignore[arg-type]
+    backends = Backends(
+        embedder=LocalEmbedder(embedder),
+        vectors=LocalVectors(store),  # type: ignore[arg-type]
+        catalog=LocalCatalog(catalog),  # type: ignore[arg-type]
+        audio=AudioStore(None),  # uploads are not kept, as before
+    )
+    gateway = Gateway(backends, settings)
     return LocalStack(embedder, store, catalog, gateway)

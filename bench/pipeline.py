@@ -61,7 +61,7 @@ from inprocess import LocalStack, open_local
 from services.common import config as cfg
 from services.embedder.audio import resample
 from services.embedder.config import EmbedderConfig
-from services.search.store import WindowVector
+from services.search.contract import WindowVector
 
 LIBRARY, MODEL, DIM = "bench", "panns-cnn14", 2048
 AUDIO = {".flac", ".wav", ".ogg"}
@@ -219,7 +219,7 @@ def add_synthetic(local: LocalStack, target_windows: int, seed: int) -> None:
     """Items of 100 windows each (500 s at the 5 s hop), through the same
     catalog and vector-store code the services run, until the library holds
     `target_windows` windows. Vectors go in 1000 at a time."""
-    from services.catalog.repository import NewItem
+    from services.catalog.records import NewItem
 
     rng = np.random.default_rng(seed)
     missing, n, rows = target_windows - windows_in(local), 0, []

@@ -9,15 +9,17 @@ FROM python:3.11.7-slim-bookworm AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY requirements.txt constraints.txt ./
-# Runtime pins minus the Milvus and SQL clients.
-ARG EXCLUDE="pymilvus|milvus-lite|sqlmodel|alembic|psycopg|pymysql|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
-RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt
+COPY pyproject.toml requirements.txt constraints.txt ./
+# The embedder's extra in pyproject.toml (the CLI's fetch-weights runs from
+# this image too); every version still comes from pyproject.toml/constraints.txt.
+ARG EXTRA="embedder"
+RUN python -c 'import sys, tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]], sep="\n")' \
+        "${EXTRA}" > requirements-image.txt
 
 # The package itself, built once as a wheel for both variants.
 FROM deps AS wheel
 RUN pip install --no-cache-dir setuptools==84.2.1
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY stubs ./stubs
 COPY services ./services
 RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .

@@ -8,14 +8,16 @@ FROM python:3.11.7-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY requirements.txt constraints.txt ./
-# Runtime pins minus what only the other services import; every version
-# still comes from requirements.txt/constraints.txt.
-ARG EXCLUDE="torch|soundfile|soxr|sqlmodel|alembic|psycopg|pymysql|fastapi|starlette|uvicorn|python-multipart|swagger-ui-bundle"
-RUN grep -v -E "^(${EXCLUDE})(\[.*\])?==" requirements.txt > requirements-image.txt \
+COPY pyproject.toml constraints.txt ./
+# The service's extra in pyproject.toml, installed before the code is copied
+# so that this layer is rebuilt only when the pins change; every version
+# still comes from pyproject.toml/constraints.txt.
+ARG EXTRA="search"
+RUN python -c 'import sys, tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]], sep="\n")' \
+        "${EXTRA}" > requirements-image.txt \
  && pip install --no-cache-dir -r requirements-image.txt -c constraints.txt \
  && pip install --no-cache-dir setuptools==84.2.1
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY stubs ./stubs
 COPY services ./services
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \

@@ -58,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -79,6 +78,7 @@ from services.catalog.config import CatalogConfig  # noqa: E402
 from services.common import config as cfg  # noqa: E402
 from services.common import server  # noqa: E402
 from services.common.channels import LOCAL_SUBCHANNELS  # noqa: E402
+from services.common.chunks import byte_messages  # noqa: E402
 from services.embedder import __main__ as embedder_main  # noqa: E402
 from services.embedder.config import EmbedderConfig  # noqa: E402
 from services.gateway import __main__ as gateway_main  # noqa: E402
@@ -88,7 +88,6 @@ from services.search.config import SearchConfig  # noqa: E402
 
 LIBRARY = "copies"
 TOP_K = 10
-CHUNK = 1 << 20
 OFFSET_TOLERANCE = 1.0  # s
 SAME_PASSAGE = 0.9  # passage_similarity from which a result holds the query's passage
 SPEED_TOLERANCE = 0.01  # relative
@@ -431,12 +430,6 @@ def result_tuple(r: pb.SearchResult) -> tuple:
     )
 
 
-def requests(params: pb.SearchParams, wav: bytes) -> Iterator[pb.SearchAudioRequest]:
-    yield pb.SearchAudioRequest(params=params, chunk=wav[:CHUNK])
-    for i in range(CHUNK, len(wav), CHUNK):
-        yield pb.SearchAudioRequest(chunk=wav[i : i + CHUNK])
-
-
 class Runner:
     """Renders queries in worker processes and sends them, `workers` at a time."""
 
@@ -447,7 +440,9 @@ class Runner:
     async def search(self, wav: bytes, min_score: float) -> tuple[pb.SearchAudioResponse, float]:
         params = pb.SearchParams(library=LIBRARY, top_k=TOP_K, min_score=min_score)
         began = time.perf_counter()
-        response = await self.stack.gateway.SearchAudio(requests(params, wav), timeout=RPC_TIMEOUT)
+        response = await self.stack.gateway.SearchAudio(
+            byte_messages(params, wav, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c)), timeout=RPC_TIMEOUT
+        )
         return response, time.perf_counter() - began
 
     async def ask(self, q: Query, raw: bool, wav: tuple[bytes, float] | None = None) -> Answer:

@@ -37,9 +37,10 @@ from services.embedder.audio import frame, resample  # noqa: E402
 from services.embedder.config import EmbedderConfig  # noqa: E402
 from services.embedder.models.base import ModelUnavailable  # noqa: E402
 from services.embedder.registry import build_models  # noqa: E402
-from services.gateway.domain import Hit  # noqa: E402
+from services.gateway.ports import Hit  # noqa: E402
 from services.gateway.voting import items_per_query_window, vote  # noqa: E402
-from services.search.store import VectorStore, WindowVector  # noqa: E402
+from services.search.contract import WindowVector  # noqa: E402
+from services.search.milvus import MilvusStore  # noqa: E402
 
 AUDIO = {".wav", ".flac", ".ogg", ".mp3"}
 LENGTHS = (3.0, 5.0)
@@ -87,7 +88,7 @@ class Index:
 
     def __init__(self, model, workdir: Path) -> None:  # type: ignore[no-untyped-def]
         self.model, self.info = model, model.info
-        self.store = VectorStore(str(workdir / f"{self.info.name}.db"))
+        self.store = MilvusStore(str(workdir / f"{self.info.name}.db"))
         self.store.create("eval", self.info.name, self.info.dim, self.info.sparse)
 
     def windows(self, x: np.ndarray, rate: int, query: bool) -> tuple[list, list[float]]:

@@ -19,7 +19,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.cli.supervisor import Stack, StackError  # noqa: E402
+from services.cli.stack_errors import StackError  # noqa: E402
+from services.cli.supervisor import Stack  # noqa: E402
 from services.embedder.audio import resample  # noqa: E402
 
 

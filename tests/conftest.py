@@ -25,6 +25,58 @@ from services.search import __main__ as search_main
 from services.search.config import SearchConfig
 from tests.disk import small_disk  # noqa: F401 - a fixture for every test module
 
+# The fast tier (`make check`): every test that needs no running service,
+# database, Milvus, network, npm or browser. A test is in the slow tier
+# ("services") when it asks for one of these fixtures, directly or through
+# another, or sits in a module that starts processes or stores of its own.
+SERVICE_FIXTURES = {
+    "stack",
+    "auth_stack",
+    "gateway_stack",
+    "env",
+    "serve",
+    "file_server",
+    "database_url",
+    "milvus_server",
+    "small_disk",
+    "direct",
+}
+SERVICE_MODULES = {
+    "test_auth",
+    "test_balancing",
+    "test_browser",
+    "test_catalog",
+    "test_cli_json",
+    "test_e2e",
+    "test_embedder",
+    "test_faults",
+    "test_fuzz",
+    "test_gateway",
+    "test_load",
+    "test_milvus_server",
+    "test_node_client",
+    "test_observability",
+    "test_playback",
+    "test_reindex",
+    "test_search_durability",
+    "test_search_store",
+    "test_store_contract",
+    "test_supervisor",
+    "test_tls",
+    "test_web",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "services: needs running services, databases, Milvus, npm or a browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SERVICE_MODULES:
+            item.add_marker(pytest.mark.services)
+
 
 @dataclasses.dataclass
 class Stack:

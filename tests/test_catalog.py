@@ -25,7 +25,9 @@ from sqlmodel import SQLModel
 
 from services.catalog import tables
 from services.catalog.database import make_engine, migrate
-from services.catalog.repository import Catalog, NewItem, is_disk_full
+from services.catalog.records import NewItem
+from services.catalog.repository import Catalog
+from services.catalog.sessions import is_disk_full
 from services.catalog.tables import DELETING, PENDING, READY
 from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from services.embedder.models.base import ModelUnavailable
-from services.embedder.models.checkpoint import CHECKPOINTS, Checkpoint, download, ensure_checkpoint
-from services.embedder.models.cnn14 import Cnn14, Cnn14Model, load_labels
-from services.embedder.models.reference import import_panns, save_checkpoint
+from services.embedder.models.checkpoint import Checkpoint, download, ensure_checkpoint
+from services.embedder.models.cnn14 import Cnn14, Cnn14Model
+from services.embedder.models.panns import load_labels
+from services.embedder.models.table import checkpoints
+from tests.reference_models import import_panns, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def checkpoint(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def reference_module(tmp_path_factory):  # type: ignore[no-untyped-def]
     """panns_inference.models, imported without its side effects (HOME in a
-    temporary folder, os.system forbidden: see models/reference.py)."""
+    temporary folder, os.system forbidden: see tests/reference_models.py)."""
     module = import_panns(tmp_path_factory.mktemp("home"))
     assert importlib.import_module("panns_inference.config").classes_num == 527
     return module
@@ -88,7 +90,7 @@ def test_missing_weights_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as info:
         model.load()
     message = str(info.value)
-    assert str(tmp_path / "nope.pth") in message and CHECKPOINTS["panns-cnn14"].md5 in message
+    assert str(tmp_path / "nope.pth") in message and checkpoints()["panns-cnn14"].md5 in message
     assert "spectral-v1" in message and "zenodo" in message
     assert not (tmp_path / "nope.pth").exists()
 
@@ -112,7 +114,7 @@ def test_wrong_or_empty_files_are_reported_not_replaced(tmp_path: Path) -> None:
 
 
 def test_cuda_device_is_not_silently_ignored() -> None:
-    from services.embedder.models.cnn14 import resolve_device
+    from services.embedder.models.panns import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.embedder.models.cnn14 import accelerate, cpu_has_native_bf16, run
 from services.embedder.models.folding import fold_sequential, folded
-from services.embedder.models.reference import random_network
+from services.embedder.models.panns import accelerate, cpu_has_native_bf16, run
+from tests.reference_models import random_network
 
 CPU = torch.device("cpu")
 
@@ -81,7 +81,7 @@ def test_the_unpacked_form_is_the_same_network() -> None:
 
 
 def test_auto_precision_follows_the_cpu_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from services.embedder.models.cnn14 import resolve_precision
+    from services.embedder.models.panns import resolve_precision
 
     with_bf16 = tmp_path / "bf16"
     with_bf16.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")

@@ -1,7 +1,8 @@
 """The images' promises, checked without a Docker engine: multi-stage,
 non-root, pinned bases and dependencies, a CPU and a CUDA embedder, no
 weights in the build context, and each image's dependencies covering what
-its service imports (and no torch outside the embedder)."""
+its service imports (and no torch outside the embedder), from the
+service's extra in pyproject.toml, pinned as requirements.txt pins it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib.metadata as md
 import re
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -284,7 +286,7 @@ def test_image_environment_names_config_fields(name: str) -> None:
         assert var in fields, f"{name}.Dockerfile: {var} is not a field of {config.__name__}"
 
 
-# --- the filtered requirements cover what each service imports ---------------------
+# --- each service's extra covers what it imports ----------------------------------
 
 
 def imports_of(path: Path) -> set[str]:
@@ -320,17 +322,23 @@ def third_party_imports(*roots: str) -> set[str]:
     return third
 
 
-def image_distributions(name: str) -> set[str]:
-    """Distributions the image installs: requirements.txt minus EXCLUDE plus
-    EXTRA, and their dependencies (as this venv's metadata declares them)."""
-    args, _ = parse(dockerfile(name))
-    exclude = re.compile(rf"^({args.get('EXCLUDE', '^$')})(\[.*\])?==")
-    wanted = [
-        Requirement(line)
+def pyproject_extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def requirements() -> list[str]:
+    return [
+        line
         for line in (ROOT / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith(("#", "-")) and not exclude.match(line)
+        if line.strip() and not line.startswith(("#", "-"))
     ]
-    wanted += [Requirement(extra) for extra in args.get("EXTRA", "").split()]
+
+
+def image_distributions(name: str) -> set[str]:
+    """Distributions the image installs: the pyproject.toml extra its EXTRA
+    names, and their dependencies (as this venv's metadata declares them)."""
+    args, _ = parse(dockerfile(name))
+    wanted = [Requirement(line) for line in pyproject_extras()[args["EXTRA"]]]
     seen: set[str] = set()
     todo = [(r.name, frozenset(r.extras)) for r in wanted]
     done: set[tuple[str, frozenset[str]]] = set()
@@ -365,3 +373,23 @@ def test_image_dependencies_cover_the_service_imports(name: str) -> None:
         assert driver in installed, f"{name} needs the database driver {driver}"
     if name != "embedder":
         assert "torch" not in installed, f"the {name} image must not carry torch"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_image_installs_its_service_extra(name: str) -> None:
+    args, stages = parse(dockerfile(name))
+    assert args.get("EXTRA") == name
+    made = [c for c in run_commands(stages) if "> requirements-image.txt" in c]
+    assert len(made) == 1 and '["optional-dependencies"]' in made[0] and "${EXTRA}" in made[0], made
+    installs = [argv for argv in pip_installs(name) if "-r" in argv]
+    assert installs and all(argv[argv.index("-r") + 1] == "requirements-image.txt" for argv in installs)
+
+
+def test_extras_pin_as_requirements_txt_does() -> None:
+    pinned = requirements()
+    for extra, lines in pyproject_extras().items():
+        assert all(line in pinned for line in lines), f"{extra}: {sorted(set(lines) - set(pinned))} not as pinned"
+        assert len(set(lines)) == len(lines), f"{extra}: listed twice"
+    assert pyproject_extras()["cli"] == pinned, "the CLI (whose serve runs every service) needs all of requirements.txt"
+    assert set(pyproject_extras()) == {*SERVICES, "cli"}
+    assert [e for e, lines in pyproject_extras().items() if "torch==2.13.0" in lines] == ["embedder", "cli"]

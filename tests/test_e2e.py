@@ -23,7 +23,7 @@ import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.cli.supervisor import wait_serving
+from services.cli.probes import wait_serving
 from services.common.channels import LOCAL_SUBCHANNELS
 from tests.metrics_page import scrape, total
 from tests.sounds import encode, excerpt, sound

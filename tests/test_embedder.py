@@ -228,8 +228,8 @@ async def test_streamed_windows_equal_windows_of_the_whole_signal() -> None:
     """A long upload is framed and embedded while it decodes; the windows,
     offsets and vectors are those of decoding it whole and framing that."""
     from services.embedder import audio
+    from services.embedder.embedding import Embedder
     from services.embedder.registry import Registry
-    from services.embedder.service import Embedder
 
     config = cfg.load(EmbedderConfig, environ={}, models=("spectral-v1",), max_batch=3)
     registry = Registry([SpectralModel()])
@@ -263,7 +263,7 @@ async def test_streamed_windows_equal_windows_of_the_whole_signal() -> None:
         assert result.windows
     finally:
         await embedder.close()
-    # A batch size below 1 means 1, not a request that never ends.
+    # A batch size of 0 means the model's own, not a request that never ends.
     unbatched = Embedder(registry, cfg.load(EmbedderConfig, environ={}, models=("spectral-v1",), max_batch=0))
     try:
         result = await asyncio.wait_for(unbatched.embed(encode(sound(6, seconds=3.0)), "spectral-v1"), 30)

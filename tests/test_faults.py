@@ -24,7 +24,8 @@ from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from audiosearch.search.v1 import search_pb2 as srch
 from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
 
-from services.cli.supervisor import OFFSETS, wait_serving
+from services.cli.probes import wait_serving
+from services.cli.supervisor import OFFSETS
 from services.common.channels import LOCAL_SUBCHANNELS
 from tests.sounds import encode, sound
 from tests.test_e2e import serve  # noqa: F401 - the multi-process stack fixture

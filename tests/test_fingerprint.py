@@ -9,7 +9,7 @@ import pytest
 from eval.distortions import DISTORTIONS
 from services.embedder.audio import resample
 from services.embedder.models.fingerprint import FingerprintModel
-from services.gateway.domain import Hit
+from services.gateway.ports import Hit
 from services.gateway.voting import vote
 from tests.sounds import music
 

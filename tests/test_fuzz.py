@@ -24,7 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.catalog.repository import decode_token, encode_token, normalise_tag, validate_library_name
+from services.catalog.paging import decode_token, encode_token
+from services.catalog.rules import normalise_tag, validate_library_name
 from services.common import uploads
 from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import InvalidArgument, ResourceExhausted

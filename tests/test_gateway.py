@@ -277,8 +277,8 @@ async def test_an_expired_client_deadline_leaves_the_service_serving(stack) -> N
 
 
 async def test_cnn14_library_stores_audioset_tags_and_filters_on_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from services.embedder.models.reference import save_checkpoint
     from tests.conftest import start_stack, stop_stack
+    from tests.reference_models import save_checkpoint
 
     # Seeded weights with batch-norm statistics that are not 0/1: with the
     # default initialisation every sound embeds almost alike (cosine

@@ -634,7 +634,7 @@ def test_weights_come_from_a_volume_filled_by_an_init_container(trees: Trees, tr
     pod = pod_spec(d)
     main = main_container(d, "embedder")
     env = env_of(docs, main)
-    checkpoint = Path(str(env[env_name("cnn14_checkpoint")]))
+    checkpoint = weights_path(env)
     assert str(env[env_name("cnn14_download")]).lower() == "false", "the server must not download weights"
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     mount = mounts[str(checkpoint.parent)]
@@ -644,7 +644,15 @@ def test_weights_come_from_a_volume_filled_by_an_init_container(trees: Trees, tr
     (init,) = [c for c in pod.get("initContainers", []) if "fetch-weights" in c.get("command", [])]
     assert init["image"] == main["image"], "the init container uses the embedder's own image"
     assert any(m["name"] == mount["name"] and not m.get("readOnly") for m in init["volumeMounts"])
-    assert env_of(docs, init)[env_name("cnn14_checkpoint")] == str(checkpoint)
+    assert weights_path(env_of(docs, init)) == checkpoint
+
+
+def weights_path(env: dict[str, object]) -> Path:
+    """Where a container with this environment finds (or puts) the Cnn14 weights."""
+    from services.embedder.config import EmbedderConfig
+
+    config = cfg.load(EmbedderConfig, environ={k: v for k, v in env.items() if isinstance(v, str)})
+    return config.checkpoint_path("panns-cnn14")
 
 
 @pytest.mark.parametrize("tree", ["dev", "production", "production-milvus"])

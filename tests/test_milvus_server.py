@@ -15,7 +15,9 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from pymilvus import MilvusClient
 
 from services.common.errors import Unavailable
-from services.search.store import ServerTls, VectorStore, collection_name
+from services.search.milvus import MilvusStore
+from services.search.milvus_connection import ServerTls
+from services.search.naming import collection_name
 from tests.conftest import start_stack, stop_stack
 from tests.sounds import encode, excerpt, sound
 from tests.test_e2e import free_port_block
@@ -91,10 +93,10 @@ async def test_search_service_on_a_milvus_server_database(tmp_path: Path, milvus
 
 def test_a_missing_milvus_ca_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(Unavailable, match="AUDIOSEARCH_MILVUS_CA_FILE: no such file"):
-        VectorStore("https://milvus.example:19530", tls=ServerTls(str(tmp_path / "nope.pem")))
+        MilvusStore("https://milvus.example:19530", tls=ServerTls(str(tmp_path / "nope.pem")))
 
 
 def test_an_unreachable_milvus_server_is_unavailable() -> None:
     port = free_port_block(1)
     with pytest.raises(Unavailable, match=f"cannot open Milvus at http://127.0.0.1:{port}"):
-        VectorStore(f"http://127.0.0.1:{port}")
+        MilvusStore(f"http://127.0.0.1:{port}")

@@ -23,15 +23,18 @@ from torch import nn
 from services.common import config as cfg
 from services.common.errors import FailedPrecondition
 from services.embedder.config import EmbedderConfig
+from services.embedder.embedding import Embedder
 from services.embedder.models.base import ModelUnavailable
-from services.embedder.models.checkpoint import CHECKPOINTS
-from services.embedder.models.cnn14 import CNN14_16K_INFO, PANNS_16K, PANNS_32K, Cnn14, Cnn14Model
+from services.embedder.models.cnn14 import Cnn14, Cnn14Model
 from services.embedder.models.mobilenet import MobileNetV1, MobileNetV1Model
-from services.embedder.models.reference import import_panns, random_network, save_checkpoint
-from services.embedder.registry import KNOWN_MODELS, Registry, build_models
-from services.embedder.service import Embedder
+from services.embedder.models.panns_frontend import PANNS_16K, PANNS_32K
+from services.embedder.models.panns_specs import CNN14_16K_INFO
+from services.embedder.models.table import MODELS, checkpoints
+from services.embedder.registry import Registry, build_models
+from tests.reference_models import import_panns, random_network, save_checkpoint
 from tests.sounds import encode, sound
 
+CHECKPOINTS = checkpoints()
 FRONT_END = ("spectrogram_extractor.", "logmel_extractor.")
 
 
@@ -296,7 +299,7 @@ def test_another_variants_checkpoint_is_reported_by_name(
 def test_every_checkpoint_has_a_path_setting_defaulting_to_its_file() -> None:
     fields = {f.name: f for f in dataclasses.fields(EmbedderConfig)}
     for name, ckpt in CHECKPOINTS.items():
-        assert name in KNOWN_MODELS
+        assert name in MODELS
         assert getattr(EmbedderConfig(), ckpt.setting).name == ckpt.filename, name
         assert fields[ckpt.setting].type in (Path, "Path")
     # The variants are opt-in: no new download by default.

@@ -24,17 +24,21 @@ from audiosearch.search.v1 import search_pb2 as srch
 from sqlalchemy import text
 
 from services.catalog.database import make_engine, migrate
-from services.catalog.repository import Catalog, ModelChange
+from services.catalog.records import ModelChange
+from services.catalog.repository import Catalog
 from services.cli import main as cli
 from services.common import config as cfg
 from services.common import server
 from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.jsonview import message_dict
 from services.embedder import __main__ as embedder_main
 from services.embedder.config import EmbedderConfig
 from services.gateway import __main__ as gateway_main
 from services.gateway.config import GatewayConfig
-from services.search.store import VectorStore, WindowVector, collection_name, staging_name
+from services.search.contract import WindowVector
+from services.search.milvus import MilvusStore
+from services.search.naming import collection_name, staging_name
 from tests.conftest import start_stack, stop_stack
 from tests.sounds import encode, excerpt, music
 from tests.test_catalog import database_url  # noqa: F401 - the fixture: SQLite, PostgreSQL, MariaDB
@@ -88,7 +92,7 @@ async def top(stack, seed: int, library: str = "lib", gateway=None) -> int:  # t
 async def listed(stack, library: str = "lib") -> dict[int, dict]:  # type: ignore[no-untyped-def]
     """Everything the catalog says about the items, but the model."""
     items = (await stack.gateway.ListAudio(pb.ListAudioRequest(library=library, page_size=1000))).items
-    return {i.id: cli.item_dict(i) for i in items}
+    return {i.id: message_dict(i) for i in items}
 
 
 async def reindex(  # type: ignore[no-untyped-def]
@@ -543,7 +547,7 @@ def unit(seed: int, dim: int = 8) -> np.ndarray:
 
 
 def test_staging_collections_in_the_vector_store(tmp_path: Path) -> None:
-    store = VectorStore(str(tmp_path / "milvus" / "m.db"))
+    store = MilvusStore(str(tmp_path / "milvus" / "m.db"))
     try:
         store.create("lib", "old", 4)
         store.upsert("lib", "old", 4, [WindowVector(i, 0, 0.0, unit(i, 4)) for i in (1, 2, 3)])

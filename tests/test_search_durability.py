@@ -22,10 +22,11 @@ import pytest
 from audiosearch.search.v1 import search_pb2 as pb
 from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 
-from services.cli.supervisor import wait_serving
+from services.cli.probes import wait_serving
 from services.common.channels import LOCAL_SUBCHANNELS
 from services.common.errors import ResourceExhausted
-from services.search.store import VectorStore, WindowVector
+from services.search.contract import Store, WindowVector
+from services.search.milvus import MilvusStore
 from tests.disk import fill
 from tests.test_e2e import free_port_block
 
@@ -117,7 +118,7 @@ def test_nothing_acknowledged_is_lost_to_a_full_disk(small_disk: Path) -> None:
     (they are then only in its log, which the next good flush deletes): the
     store reopens it from disk after a failed write or flush, so they come
     back, and a write refused for the full disk is the only thing missing."""
-    store = VectorStore(str(small_disk / "m.db"))
+    store = MilvusStore(str(small_disk / "m.db"))
     try:
         store.create("lib", "m", 8)
         store.upsert("lib", "m", 8, [window(1)])
@@ -135,7 +136,7 @@ def test_nothing_acknowledged_is_lost_to_a_full_disk(small_disk: Path) -> None:
         assert store.item_ids("lib") == [1, 2, 3]
     finally:
         store.close()
-    reopened = VectorStore(str(small_disk / "m.db"))
+    reopened = MilvusStore(str(small_disk / "m.db"))
     try:
         reopened.open()
         assert reopened.item_ids("lib") == [1, 2, 3]
@@ -152,5 +153,5 @@ def window(item: int) -> WindowVector:
     return WindowVector(item, 0, 0.0, unit(item))
 
 
-def top(store: VectorStore, item: int) -> int:
+def top(store: Store, item: int) -> int:
     return store.search("lib", "m", 8, [unit(item)], 1)[0][0].item_id

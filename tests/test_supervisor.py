@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.supervisor import OFFSETS, wait_serving
+from services.cli.probes import wait_serving
+from services.cli.supervisor import OFFSETS
 from tests.test_e2e import free_port_block, reap, service_pids, wait_web
 from tests.test_faults import ServiceProcesses
 

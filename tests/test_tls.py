@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.catalog import __main__ as catalog_main
 from services.catalog.config import CatalogConfig
 from services.cli import main as cli
-from services.cli.supervisor import wait_serving
+from services.cli.probes import wait_serving
 from services.common import config as cfg
 from services.common import server
 from services.common.channels import LOCAL_SUBCHANNELS, client_credentials, open_channel

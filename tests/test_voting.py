@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.domain import Hit
+from services.gateway.ports import Hit
 from services.gateway.voting import vote
 
 

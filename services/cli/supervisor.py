@@ -26,30 +26,25 @@ live serve (refuse) from the leftovers of a dead one (stop them)."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import dataclasses
-import errno
-import itertools
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli.children import LOG_TAIL_LINES, Child, exit_text, log_tail
+from services.cli.pidfile import LEFTOVER_GRACE, PidFile
+from services.cli.probes import HEALTH_TIMEOUT, PROBE_OPTIONS, health_verdict, http_health, port_free
+from services.cli.stack_errors import CrashLoop, Interrupted, PortInUse, StartFailed
 from services.common import config as cfg
-from services.common.channels import open_blocking_channel, reconnect_backoff
+from services.common.channels import open_blocking_channel
 from services.common.config import TlsConfig
 from services.common.lifeline import PARENT_PID_ENV
 
@@ -61,150 +56,12 @@ OFFSETS = {"gateway": 0, "embedder": 1, "search": 2, "catalog": 3}
 # backoff below, a child that cannot start at all is given up after ~30 s.
 MAX_FAILURES, FAILURE_WINDOW = 5, 60.0
 MAX_BACKOFF = 30.0  # seconds between relaunches of a child that keeps failing
-HEALTH_TIMEOUT = 2.0  # one health check's deadline, seconds
 CHECK_EVERY = {"starting": 0.5, "serving": 1.0}  # seconds between health checks
 TICK = 0.2  # the watch loop's period, seconds
-LOG_TAIL_LINES = 40
-LEFTOVER_GRACE = 5.0  # seconds a leftover child gets after SIGTERM, before SIGKILL
-# Health polls reconnect within a second to a child that just (re)started
-# (open_blocking_channel also gives each channel connections of its own).
-_PROBE_OPTIONS = reconnect_backoff(1000)
-
-
-class StackError(RuntimeError):
-    """The stack cannot start or go on; the message says why, for the user."""
-
-
-class PortInUse(StackError):
-    def __init__(self, port: int) -> None:
-        super().__init__(f"port {port} is in use (another audiosearch serve?)")
-        self.port = port
-
-
-class DataDirInUse(StackError):
-    pass
-
-
-class StartFailed(StackError):
-    pass
-
-
-class CrashLoop(StackError):
-    pass
-
-
-class Interrupted(StackError):
-    """SIGINT or SIGTERM arrived during `start`; what had started is stopped."""
-
-
-def _poll(ready: Callable[[], bool], what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
-    """Calls `ready` every 0.2 s until it says yes; fails early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with code {process.returncode}")
-        if ready():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} within {timeout:.0f} s")
-
-
-def wait_serving(
-    address: str, timeout: float, process: subprocess.Popen[bytes] | None = None, tls: TlsConfig | None = None
-) -> None:
-    """Polls gRPC health until SERVING (over TLS, with a client certificate,
-    when `tls` says so), for at most `timeout` s."""
-    with open_blocking_channel(address, tls, options=_PROBE_OPTIONS) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-
-        def serving() -> bool:
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.RpcError:
-                return False
-            return response.status == health_pb2.HealthCheckResponse.SERVING
-
-        _poll(serving, f"{address} did not become SERVING", timeout, process)
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port right now. The probe sets
-    SO_REUSEADDR as the services do (gRPC, uvicorn, prometheus' server): then
-    only a listening socket counts, not the TIME_WAIT remains of connections
-    to a child just killed, which the child's own bind ignores too."""
-    for family, kind, proto, _, address in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    ):
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return False
-                raise StackError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return True
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of a log file (read from its last 256 KiB)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - (256 << 10)))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _cmdline(pid: int) -> list[str]:
-    """A process's argv ([] when it is gone or a zombie)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
-    except OSError:
-        return {}
-    return dict(entry.partition("=")[::2] for entry in raw.split("\0") if entry)
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def _port(address: str) -> int:
     return int(address.rpartition(":")[2])
-
-
-@dataclasses.dataclass
-class Child:
-    """One service process and where it is in the state machine."""
-
-    name: str
-    address: str
-    ports: tuple[int, ...]  # all it listens on: probed before each relaunch
-    process: subprocess.Popen[bytes] | None = None
-    state: str = "waiting"  # "starting" | "serving" | "waiting"
-    since: float = 0.0  # starting: when it was launched
-    retry_at: float = 0.0  # waiting: when to launch it again
-    delay: float = 0.0  # the wait after its next failure
-    failures: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
-    unhealthy_since: float | None = None
-    health: str = "no answer yet"  # what the last health check said
-    check: Any = None  # the health check in flight: grpc.Future or Future[str]
-    asked_at: float = 0.0
-    channel: grpc.Channel | None = None  # for its gRPC health checks (none for web)
-    launches: int = 0
 
 
 class Stack:
@@ -242,13 +99,13 @@ class Stack:
         self.start_timeout, self.unhealthy_after = start_timeout, unhealthy_after
         self.children = {
             name: Child(
-                name,
-                self.addresses[name],
-                tuple(_port(a) for a in (self.addresses[name], self.metrics_addresses.get(name)) if a),
+                name=name,
+                address=self.addresses[name],
+                ports=tuple(_port(a) for a in (self.addresses[name], self.metrics_addresses.get(name)) if a),
             )
             for name in self.services
         }
-        self.pid_file = self.data_dir / "serve.pid"
+        self.pid_file = PidFile(self.data_dir)
         self._stop_requested = False
         self._http_pool: ThreadPoolExecutor | None = None
 
@@ -268,7 +125,7 @@ class Stack:
         dead one left running there, then checks every port is free
         (PortInUse). Binds and closes sockets only: takes well under a second,
         plus up to 2 * LEFTOVER_GRACE s when there are leftovers."""
-        stopped = self._clear_leftovers()
+        stopped = self.pid_file.clear_leftovers()
         # A killed process lets go of its sockets only once its last thread
         # is gone, a little after it looks dead: leftovers get a moment.
         deadline = time.monotonic() + (LEFTOVER_GRACE if stopped else 0.0)
@@ -338,8 +195,8 @@ class Stack:
         if child.channel is not None:
             child.channel.close()  # a fresh channel: no reconnect backoff left from the dead one
         if child.name != "web":
-            child.channel = open_blocking_channel(child.address, self.tls, options=_PROBE_OPTIONS)
-        self._write_pid_file()
+            child.channel = open_blocking_channel(child.address, self.tls, options=PROBE_OPTIONS)
+        self.pid_file.write({name: c.process.pid for name, c in self.children.items() if c.process is not None})
 
     # Watch
 
@@ -376,7 +233,7 @@ class Stack:
         pid = f"(pid {child.process.pid})"
         code = child.process.poll()
         if code is not None:
-            return f"{pid} {_exit_text(code)}" + (" while starting" if child.state == "starting" else "")
+            return f"{pid} {exit_text(code)}" + (" while starting" if child.state == "starting" else "")
         verdict = self._health(child, now)
         if child.state == "starting":
             if verdict == "SERVING":
@@ -405,14 +262,14 @@ class Stack:
         again every CHECK_EVERY s, never waiting for the answer."""
         verdict = None
         if child.check is not None and child.check.done():
-            verdict = child.health = _verdict(child.check)
+            verdict = child.health = health_verdict(child.check)
             child.check = None
         if child.check is None and now - child.asked_at >= CHECK_EVERY[child.state]:
             child.asked_at = now
             if child.name == "web":  # HTTP, in a worker thread
                 if self._http_pool is None:
                     self._http_pool = ThreadPoolExecutor(1, thread_name_prefix="web-health")
-                child.check = self._http_pool.submit(_http_health, f"http://{child.address}/healthz")
+                child.check = self._http_pool.submit(http_health, f"http://{child.address}/healthz")
             else:
                 assert child.channel is not None
                 stub = health_pb2_grpc.HealthStub(child.channel)
@@ -458,9 +315,7 @@ class Stack:
         if self._http_pool is not None:
             self._http_pool.shutdown(wait=False, cancel_futures=True)
             self._http_pool = None
-        record = self._read_pid_file()
-        if record and record.get("pid") == os.getpid():
-            self.pid_file.unlink(missing_ok=True)
+        self.pid_file.remove_if_ours()
 
     def _kill(self, child: Child) -> None:
         if child.process is not None and child.process.poll() is None:
@@ -486,93 +341,6 @@ class Stack:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    # serve.pid and leftovers
-
-    def _write_pid_file(self) -> None:
-        record = {
-            "pid": os.getpid(),
-            "cmdline": _cmdline(os.getpid()),
-            "children": {name: c.process.pid for name, c in self.children.items() if c.process is not None},
-        }
-        tmp = self.pid_file.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, self.pid_file)  # a reader never sees half a file
-        except OSError as exc:  # a full disk must not stop the stack: only leftover detection suffers
-            print(f"audiosearch: cannot write {self.pid_file}: {exc.strerror}", file=sys.stderr, flush=True)
-
-    def _read_pid_file(self) -> dict[str, Any] | None:
-        try:
-            record = json.loads(self.pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    def _clear_leftovers(self) -> bool:
-        """Stops the children a dead serve left running on this data dir
-        (SIGTERM, SIGKILL after LEFTOVER_GRACE s); True if there were any."""
-        record = self._read_pid_file()
-        if not record:
-            return False
-        owner = record.get("pid")
-        # The recorded command line tells our serve from a reused pid.
-        if isinstance(owner, int) and owner != os.getpid() and _cmdline(owner) == record.get("cmdline"):
-            raise DataDirInUse(f"another audiosearch serve (pid {owner}) is using {self.data_dir}")
-        children = record.get("children") or {}
-        stray = {pid: name for name, pid in children.items() if isinstance(pid, int) and self._ours(pid, name)}
-        for pid, name in stray.items():
-            print(
-                f"audiosearch: stopping {name} (pid {pid}), left running in {self.data_dir} by a serve "
-                f"(pid {owner}) that is gone",
-                file=sys.stderr,
-                flush=True,
-            )
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for sig in (signal.SIGKILL, None):
-            deadline = time.monotonic() + LEFTOVER_GRACE
-            while time.monotonic() < deadline and any(self._ours(pid, name) for pid, name in stray.items()):
-                time.sleep(0.1)
-            for pid, name in stray.items():
-                if sig is not None and self._ours(pid, name):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-        still = [pid for pid, name in stray.items() if self._ours(pid, name)]
-        if still:
-            raise StackError(f"leftover service processes {still} of a dead serve do not stop")
-        return bool(stray)
-
-    def _ours(self, pid: int, name: str) -> bool:
-        """Whether `pid` is (still) our `python -m services.<name>` on this data
-        dir: not a zombie, not an unrelated process that reused the pid."""
-        argv = _cmdline(pid)
-        module = f"services.{name}"
-        if not any(a == "-m" and b == module for a, b in itertools.pairwise(argv)):
-            return False
-        return _environ(pid).get("AUDIOSEARCH_DATA_DIR") == str(self.data_dir)
-
     def _tail(self, child: Child) -> str:
         path = self.data_dir / "logs" / f"{child.name}.log"
         return f"--- last {LOG_TAIL_LINES} lines of {path} ---\n{log_tail(path)}"
-
-
-def _verdict(check: Any) -> str:
-    """What a finished health check says: "SERVING", "NOT_SERVING", a gRPC
-    code name, or the HTTP check's own answer."""
-    if isinstance(check, Future):
-        return check.result()
-    try:
-        response = check.result()
-    except grpc.RpcError as exc:
-        return exc.code().name  # type: ignore[attr-defined]
-    except grpc.FutureCancelledError:
-        return "CANCELLED"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-
-
-def _http_health(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:  # noqa: S310 - our own loopback URL
-            return "SERVING" if response.status == 200 else f"HTTP {response.status}"
-    except Exception as exc:  # noqa: BLE001 - refused, timed out, or a half-started server's garbage
-        return f"no answer ({exc})"

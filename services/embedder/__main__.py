@@ -7,9 +7,9 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 from services.common import config as cfg
 from services.common import server
 from services.embedder.config import EmbedderConfig
+from services.embedder.embedding import Embedder
 from services.embedder.metrics import observe
 from services.embedder.registry import Registry, build_models
-from services.embedder.service import Embedder
 from services.embedder.servicer import SERVICE_NAME, EmbedderServicer
 
 

@@ -6,29 +6,36 @@ import dataclasses
 from pathlib import Path
 
 from services.common.config import ServerConfig
+from services.embedder.models import table
+from services.embedder.models.checkpoint import Checkpoint
+from services.embedder.models.entry import Batching
 
 CACHE = Path("~/.cache/audiosearch").expanduser()
-DEFAULT_CHECKPOINT = CACHE / "Cnn14_mAP=0.431.pth"
+# An older per-model path setting left empty: the file is in weights_dir.
+UNSET = Path()
 
 
 @dataclasses.dataclass(frozen=True)
 class EmbedderConfig(ServerConfig):
     listen: str = "127.0.0.1:50052"
-    # Models to offer, by name. Also known, opt-in (each a download of its
-    # own): panns-cnn14-16k and panns-mobilenetv1 (docs/models.md).
-    models: tuple[str, ...] = ("panns-cnn14", "fingerprint-v1", "fingerprint-v2", "spectral-v1")
+    # Models to offer, by name (models/table.py lists them; docs/models.md).
+    # The PANNs variants are opt-in, each a download of its own.
+    models: tuple[str, ...] = table.offered_by_default()
     # Used when a request names no model; "auto" prefers Cnn14 when its
     # weights are present, else the weights-free fingerprint-v1.
     default_model: str = "auto"
-    cnn14_checkpoint: Path = DEFAULT_CHECKPOINT
-    # Where the other PANNs checkpoints are, when their models are offered.
-    cnn14_16k_checkpoint: Path = CACHE / "Cnn14_16k_mAP=0.438.pth"
-    mobilenetv1_checkpoint: Path = CACHE / "MobileNetV1_mAP=0.389.pth"
-    # Download a missing PANNs checkpoint (md5-checked), for every offered
-    # PANNs model (the name is older than the variants).
+    # Where model weights are, each under its checkpoint's file name.
+    weights_dir: Path = CACHE
+    # Download a missing checkpoint (md5-checked), for every offered model
+    # with weights (the name is older than the other models).
     cnn14_download: bool = True
-    # Overrides for a mirror of the Cnn14 (32 kHz) checkpoint; empty means
-    # the official Zenodo record.
+    # Older per-model settings, kept as aliases: a path here wins over
+    # weights_dir for that model's checkpoint (Checkpoint.setting), and a URL
+    # or md5 overrides the official one, for a mirror (url_setting, md5_setting).
+    # Models added since have only weights_dir.
+    cnn14_checkpoint: Path = UNSET
+    cnn14_16k_checkpoint: Path = UNSET
+    mobilenetv1_checkpoint: Path = UNSET
     cnn14_url: str = ""
     cnn14_md5: str = ""
     # "auto", "cpu", "cuda" or "cuda:N".
@@ -41,11 +48,10 @@ class EmbedderConfig(ServerConfig):
     # torch's threads for the models: 0 means the CPUs this process may use
     # (its affinity, capped by the cgroup quota, e.g. a Kubernetes CPU limit).
     torch_threads: int = 0
-    # Windows per model call, and how long to wait to fill a batch. 8 suits
-    # CPUs: as fast per clip as 16 here, and a 10 s window of Cnn14 needs
-    # about 35 MB of activations (bf16). On GPUs use 256 or more.
-    max_batch: int = 8
-    batch_wait_ms: float = 5.0
+    # Windows per model call, and how long to wait to fill a batch, for
+    # every model; unset (0, and below 0), each model's own (models.entry.Batching).
+    max_batch: int = 0
+    batch_wait_ms: float = -1.0
     # Requests decoded and embedded at once, and how many more may wait;
     # beyond that the embedder answers RESOURCE_EXHAUSTED (bounded memory).
     max_active_embeds: int = 4
@@ -62,3 +68,34 @@ class EmbedderConfig(ServerConfig):
     # Samples (frames x channels) decoded from one upload: bounds the work of
     # high-rate, many-channel files and decompression bombs.
     max_decoded_samples: int = 1_000_000_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # The older path settings read back as the path in use, as they always
+        # did (so a dataclasses.replace of weights_dir alone keeps the old paths).
+        for name, ckpt in table.checkpoints().items():
+            if ckpt.setting:
+                object.__setattr__(self, ckpt.setting, self.checkpoint_path(name))
+
+    def checkpoint_path(self, model: str) -> Path:
+        """Where `model`'s weights are: its older path setting if set, else in weights_dir."""
+        ckpt = self.checkpoint(model)
+        alias = Path(getattr(self, ckpt.setting)) if ckpt.setting else UNSET
+        return alias if alias != UNSET else Path(self.weights_dir) / ckpt.filename
+
+    def checkpoint(self, model: str) -> Checkpoint:
+        """`model`'s checkpoint, with any mirror URL and md5 from the older settings."""
+        ckpt = table.entry(model).checkpoint
+        if ckpt is None:
+            raise ValueError(f"model {model!r} has no weights")
+        url = getattr(self, ckpt.url_setting) if ckpt.url_setting else ""
+        md5 = getattr(self, ckpt.md5_setting) if ckpt.md5_setting else ""
+        return dataclasses.replace(ckpt, url=url or ckpt.url, md5=md5 or ckpt.md5)
+
+    def batching(self, model: str) -> Batching:
+        """`model`'s batching, with max_batch and batch_wait_ms where set."""
+        own = table.MODELS[model].batching if model in table.MODELS else Batching()
+        return Batching(
+            self.max_batch if self.max_batch > 0 else own.max_batch,
+            self.batch_wait_ms if self.batch_wait_ms >= 0 else own.wait_ms,
+        )

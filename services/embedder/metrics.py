@@ -5,8 +5,8 @@ and how long each model took to load."""
 from __future__ import annotations
 
 from services.common.metrics import Metrics
+from services.embedder.embedding import Embedder
 from services.embedder.registry import READY
-from services.embedder.service import Embedder
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 

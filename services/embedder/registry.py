@@ -13,22 +13,12 @@ from collections.abc import Sequence
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.text import quoted
 from services.embedder.config import EmbedderConfig
+from services.embedder.models import table
 from services.embedder.models.base import EmbeddingModel, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
-KNOWN_MODELS = (
-    "panns-cnn14",
-    "panns-cnn14-16k",
-    "panns-mobilenetv1",
-    "fingerprint-v1",
-    "fingerprint-v2",
-    "spectral-v1",
-)
-PANNS_MODELS = ("panns-cnn14", "panns-cnn14-16k", "panns-mobilenetv1")
-# Without Cnn14 weights, the default is the weights-free fingerprint.
-WEIGHTS_FREE_DEFAULT = "fingerprint-v1"
 
 
 @dataclasses.dataclass
@@ -41,54 +31,13 @@ class Slot:
 
 
 def build_models(config: EmbedderConfig) -> list[EmbeddingModel]:
-    """The models named in config; imports torch only when a PANNs model is wanted."""
-    models: list[EmbeddingModel] = []
-    if any(name in PANNS_MODELS for name in config.models):
+    """The models named in config, from the table; torch is imported only when a model that uses it is wanted."""
+    entries = [table.entry(name) for name in config.models]
+    if any(entry.uses_torch for entry in entries):
         from services.embedder.threads import configure_torch
 
         configure_torch(config.torch_threads)  # process-wide, so once
-    for name in config.models:
-        if name == "fingerprint-v1":
-            from services.embedder.models.fingerprint import FingerprintModel
-
-            models.append(FingerprintModel())
-        elif name == "fingerprint-v2":
-            from services.embedder.models.fingerprint_v2 import FingerprintV2Model
-
-            models.append(FingerprintV2Model())
-        elif name == "spectral-v1":
-            from services.embedder.models.spectral import SpectralModel
-
-            models.append(SpectralModel())
-        elif name in PANNS_MODELS:
-            models.append(_panns_model(name, config))
-        else:
-            raise ValueError(f"unknown model {name!r} in AUDIOSEARCH_MODELS; known: {', '.join(KNOWN_MODELS)}")
-    return models
-
-
-def _panns_model(name: str, config: EmbedderConfig) -> EmbeddingModel:
-    from services.embedder.models.checkpoint import CHECKPOINTS
-    from services.embedder.models.cnn14 import CNN14_16K_INFO, CNN14_INFO, PANNS_16K, PANNS_32K, Cnn14Model
-
-    source = CHECKPOINTS[name]
-    if name == "panns-cnn14":  # the mirror overrides are for this checkpoint only
-        source = dataclasses.replace(source, url=config.cnn14_url or source.url, md5=config.cnn14_md5 or source.md5)
-    # One download flag for all PANNs checkpoints; each has its own path setting.
-    args = (
-        getattr(config, source.setting),
-        config.cnn14_download,
-        config.device,
-        source,
-        config.precision,
-        config.compile,
-    )
-    if name == "panns-mobilenetv1":
-        from services.embedder.models.mobilenet import MobileNetV1Model
-
-        return MobileNetV1Model(*args)
-    spec, info = (PANNS_16K, CNN14_16K_INFO) if name == "panns-cnn14-16k" else (PANNS_32K, CNN14_INFO)
-    return Cnn14Model(*args, spec=spec, info=info)
+    return [entry.build(config) for entry in entries]
 
 
 class Registry:
@@ -126,14 +75,14 @@ class Registry:
     def default_name(self) -> str:
         if self._default != "auto":
             return self._default
-        # Cnn14 while it loads too: a library must not be bound to the weaker
+        # Cnn14 (table.AUTO_DEFAULT) while it loads too: a library must not be bound to the weaker
         # model just because the weights were still downloading.
-        cnn14 = self.slots.get("panns-cnn14")
-        if cnn14 is not None and cnn14.state in (READY, LOADING):
-            return "panns-cnn14"
+        preferred = self.slots.get(table.AUTO_DEFAULT)
+        if preferred is not None and preferred.state in (READY, LOADING):
+            return table.AUTO_DEFAULT
         ready = [name for name, slot in self.slots.items() if slot.state == READY]
-        if WEIGHTS_FREE_DEFAULT in ready:
-            return WEIGHTS_FREE_DEFAULT
+        if table.WEIGHTS_FREE_DEFAULT in ready:
+            return table.WEIGHTS_FREE_DEFAULT
         return ready[0] if ready else next(iter(self.slots))
 
     def get(self, name: str) -> EmbeddingModel:

@@ -7,8 +7,8 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 
 from services.common import uploads
 from services.common.convert import vector_fields
+from services.embedder.embedding import Embedder
 from services.embedder.models.base import ModelInfo
-from services.embedder.service import Embedder
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 

@@ -1,1 +1,7 @@
-"""Gateway: the public API; orchestrates embedder, search and catalog."""
+"""Gateway: the public API over the embedder, search and catalog.
+
+One module per use case, each over `ports.Backends` (the ports to the other
+services and the kept uploads): libraries, items, insert (the saga), search
+and ranking, stats, repair, reindex (with reembed). `facade.Gateway` puts
+them behind one object for the thin `servicer`; `convert` maps protobuf to
+records and back, and `clients` implements the ports over gRPC."""

@@ -16,7 +16,8 @@ from services.gateway.audio_store import AudioStore
 from services.gateway.auth import AuthInterceptor
 from services.gateway.clients import CatalogClient, EmbedderClient, VectorClient, comebacks
 from services.gateway.config import GatewayConfig
-from services.gateway.orchestrator import Gateway, Settings
+from services.gateway.facade import Gateway, Settings
+from services.gateway.ports import Backends
 from services.gateway.recovery import Recovery
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 
@@ -47,24 +48,25 @@ async def build(config: GatewayConfig) -> server.ServiceSpec:
         for a in (config.embedder_addr, config.search_addr, config.catalog_addr)
     ]
     timeout = config.rpc_timeout_seconds
-    gateway = Gateway(
-        EmbedderClient(channels[0], timeout),
-        VectorClient(channels[1], timeout),
-        CatalogClient(channels[2], timeout),
-        Settings(
-            config.max_upload_bytes,
-            config.max_top_k,
-            config.auto_tags,
-            config.allowed_roots,
-            config.repair_stale_seconds,
-        ),
-        AudioStore(audio_root(config)),
+    backends = Backends(
+        embedder=EmbedderClient(channels[0], timeout),
+        vectors=VectorClient(channels[1], timeout),
+        catalog=CatalogClient(channels[2], timeout),
+        audio=AudioStore(audio_root(config)),
     )
+    settings = Settings(
+        max_upload_bytes=config.max_upload_bytes,
+        max_top_k=config.max_top_k,
+        auto_tags=config.auto_tags,
+        allowed_roots=config.allowed_roots,
+        repair_stale_seconds=config.repair_stale_seconds,
+    )
+    gateway = Gateway(backends, settings)
     tasks: list[asyncio.Task[None]] = []
 
     async def startup() -> None:
         if config.repair_on_start:
-            recovery = Recovery(gateway)
+            recovery = Recovery(gateway.repair)
             tasks.append(asyncio.create_task(recovery.repair("start-up")))
             tasks.append(asyncio.create_task(recovery.after_comebacks(comebacks(channels[1]))))
 

@@ -1,7 +1,7 @@
 """Who may read or write which library: the domain side of authentication.
 
 The transport (the gateway's auth interceptor) turns a bearer token into a
-`Principal` and runs the request under it; the orchestrator asks `require`
+`Principal` and runs the request under it; each use case asks `require`
 before it touches a library. With auth off there is no principal and
 everything is allowed (the embedded default, bound to loopback).
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import os
 import shutil
@@ -28,16 +27,10 @@ from services.common.errors import (
     Unavailable,
     disk_full,
 )
+from services.gateway.ports import Segment
 
 # Longest stretch one request may ask for: 10 min of 48 kHz stereo WAV is 110 MB.
 MAX_SEGMENT_SECONDS = 600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    wav: bytes
-    start: float
-    end: float
 
 
 @contextlib.contextmanager
@@ -54,6 +47,8 @@ def _disk_errors(root: Path) -> Iterator[None]:
 
 
 class AudioStore:
+    """The audio port (`ports.AudioPort`) over a local folder."""
+
     def __init__(self, root: Path | None) -> None:
         """`root` None: audio is not kept (AUDIOSEARCH_KEEP_AUDIO=false)."""
         self.root = root

@@ -1,5 +1,5 @@
-"""Adapters that implement the gateway's ports over gRPC: protobuf to and
-from the gateway's domain types, with deadlines and error mapping."""
+"""Adapters that implement the gateway's ports over gRPC (messages mapped
+by `convert`), with deadlines and error mapping."""
 
 from __future__ import annotations
 
@@ -18,13 +18,11 @@ from audiosearch.search.v1 import search_pb2_grpc as srch_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import deadlines
-from services.common.convert import vector_fields, vector_from_message
+from services.common.chunks import async_byte_messages
 from services.common.status import call
 from services.common.vectors import Vector
-from services.gateway.domain import (
-    DELETING,
-    PENDING,
-    READY,
+from services.gateway import convert
+from services.gateway.ports import (
     CollectionStats,
     Embedded,
     Hit,
@@ -37,18 +35,10 @@ from services.gateway.domain import (
     Window,
 )
 
-CHUNK = 1 << 20  # 1 MiB per streamed message, well under gRPC's 4 MB default
 # Best windows per item and query window. More would help voting with
 # items that repeat themselves, but Milvus Lite 3.2.2 returns only the
 # first group when a group holds more than one hit.
 HITS_PER_ITEM = 1
-
-
-async def chunks(first: Any, data: bytes, make: Any) -> AsyncIterator[Any]:
-    """A header message, then the bytes in CHUNK-sized pieces."""
-    yield make(first, data[:CHUNK])
-    for start in range(CHUNK, len(data), CHUNK):
-        yield make(None, data[start : start + CHUNK])
 
 
 class _Client:
@@ -69,50 +59,14 @@ class EmbedderClient(_Client):
 
     async def models(self) -> tuple[list[ModelStatus], str]:
         response = await self._call("ListModels", emb.ListModelsRequest())
-        models = [
-            ModelStatus(
-                m.name,
-                m.version,
-                m.dim,
-                m.available,
-                m.unavailable_reason,
-                m.loading,
-                m.window_seconds,
-                m.hop_seconds,
-                m.min_evidence,
-                m.sparse,
-                m.landmarks,
-                m.min_confidence,
-            )
-            for m in response.models
-        ]
-        return models, response.default_model
+        return [convert.model_status(m) for m in response.models], response.default_model
 
     async def embed(
         self, data: bytes, model: str, top_tags: int, window: float, hop: float, query: bool = False
     ) -> Embedded:
         options = emb.EmbedOptions(model=model, top_tags=top_tags, window_seconds=window, hop_seconds=hop, query=query)
-        stream = chunks(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
-        r = await self._call("Embed", stream)
-        windows = [
-            Window(w.index, w.offset_seconds, vector_from_message(w), w.speed, w.pitch, w.decide_only)
-            for w in r.windows
-        ]
-        return Embedded(
-            r.model.name,
-            r.model.dim,
-            r.model.window_seconds,
-            r.model.hop_seconds,
-            r.model.min_evidence,
-            r.audio.duration_seconds,
-            r.audio.sample_rate,
-            r.audio.channels,
-            r.audio.sha256,
-            windows,
-            [(t.label, t.score) for t in r.tags],
-            r.model.landmarks,
-            r.model.min_confidence,
-        )
+        stream = async_byte_messages(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
+        return convert.embedded(await self._call("Embed", stream))
 
 
 class VectorClient(_Client):
@@ -129,28 +83,20 @@ class VectorClient(_Client):
         await self._call("DropCollection", srch.DropCollectionRequest(library=library))
 
     async def upsert(self, library: str, model: str, dim: int, item_id: int, windows: Sequence[Window]) -> None:
-        vectors = [
-            srch.WindowVector(
-                item_id=item_id,
-                window_index=w.index,
-                offset_seconds=w.offset,
-                **vector_fields(w.vector, srch.SparseVector),
-            )
-            for w in windows
-        ]
+        vectors = [convert.window_vector(item_id, w) for w in windows]
         binding = srch.ModelBinding(name=model, dim=dim)
         await self._call("UpsertVectors", srch.UpsertVectorsRequest(library=library, model=binding, vectors=vectors))
 
     async def get(self, library: str, item_id: int, windows: Sequence[int] = ()) -> list[Window]:
         r = await self._call("GetVectors", srch.GetVectorsRequest(library=library, item_id=item_id, windows=windows))
-        return [Window(v.window_index, v.offset_seconds, vector_from_message(v)) for v in r.vectors]
+        return [convert.stored_window(v) for v in r.vectors]
 
     async def get_many(self, library: str, windows: dict[int, Sequence[int]]) -> dict[int, list[Window]]:
         items = [srch.ItemWindows(item_id=i, windows=w) for i, w in windows.items() if w]
         r = await self._call("BatchGetVectors", srch.BatchGetVectorsRequest(library=library, items=items))
         out: dict[int, list[Window]] = {i: [] for i in windows}
         for v in r.vectors:
-            out[v.item_id].append(Window(v.window_index, v.offset_seconds, vector_from_message(v)))
+            out[v.item_id].append(convert.stored_window(v))
         return out
 
     async def search(
@@ -167,57 +113,24 @@ class VectorClient(_Client):
         request = srch.SearchRequest(
             library=library,
             model=srch.ModelBinding(name=model, dim=dim),
-            queries=[srch.QueryVector(**vector_fields(q, srch.SparseVector)) for q in queries],
+            queries=[convert.query_vector(q) for q in queries],
             top_k=top_k,
             item_ids=item_ids,
             exclude_item_ids=exclude,
             hits_per_item=HITS_PER_ITEM if distinct_items else 0,
         )
         r = await self._call("Search", request)
-        return [[Hit(h.item_id, h.window_index, h.offset_seconds, h.score) for h in q.hits] for q in r.results]
+        return [[convert.hit(h) for h in q.hits] for q in r.results]
 
     async def delete(self, library: str, item_ids: Sequence[int]) -> None:
         await self._call("DeleteVectors", srch.DeleteVectorsRequest(library=library, item_ids=item_ids))
 
     async def stats(self) -> list[CollectionStats]:
         r = await self._call("CollectionStats", srch.CollectionStatsRequest())
-        return [CollectionStats(c.library, c.vectors, c.items) for c in r.collections]
+        return [convert.collection_stats(c) for c in r.collections]
 
     async def item_ids(self, library: str) -> set[int]:
         return set((await self._call("ListItemIds", srch.ListItemIdsRequest(library=library))).item_ids)
-
-
-STATES = {cat.ITEM_STATE_PENDING: PENDING, cat.ITEM_STATE_READY: READY, cat.ITEM_STATE_DELETING: DELETING}
-STATE_CODES = {v: k for k, v in STATES.items()}
-
-
-def _library(lib: cat.Library) -> Library:
-    return Library(
-        lib.name,
-        lib.model_name,
-        lib.model_dim,
-        lib.description,
-        lib.create_time.ToDatetime(),
-        lib.window_seconds,
-        lib.hop_seconds,
-    )
-
-
-def _item(item: cat.Item) -> Item:
-    return Item(
-        id=item.id,
-        library=item.library,
-        name=item.name,
-        source_uri=item.source_uri,
-        sha256=item.sha256,
-        duration_seconds=item.duration_seconds,
-        sample_rate=item.sample_rate,
-        channels=item.channels,
-        user_tags=list(item.user_tags),
-        auto_tags=[(t.label, t.score) for t in item.auto_tags],
-        created_at=item.create_time.ToDatetime(),
-        state=STATES.get(item.state, PENDING),
-    )
 
 
 class CatalogClient(_Client):
@@ -232,13 +145,14 @@ class CatalogClient(_Client):
         request = cat.CreateLibraryRequest(
             name=name, model_name=model, model_dim=dim, description=description, window_seconds=window, hop_seconds=hop
         )
-        return _library((await self._call("CreateLibrary", request)).library)
+        return convert.library((await self._call("CreateLibrary", request)).library)
 
     async def get_library(self, name: str) -> Library:
-        return _library((await self._call("GetLibrary", cat.GetLibraryRequest(name=name))).library)
+        return convert.library((await self._call("GetLibrary", cat.GetLibraryRequest(name=name))).library)
 
     async def list_libraries(self) -> list[Library]:
-        return [_library(lib) for lib in (await self._call("ListLibraries", cat.ListLibrariesRequest())).libraries]
+        r = await self._call("ListLibraries", cat.ListLibrariesRequest())
+        return [convert.library(lib) for lib in r.libraries]
 
     async def delete_library(self, name: str) -> int:
         return (await self._call("DeleteLibrary", cat.DeleteLibraryRequest(name=name))).deleted_items
@@ -255,17 +169,10 @@ class CatalogClient(_Client):
             idempotency_key=idempotency_key,
         )
         r = await self._call("ReserveItem", request)
-        return _item(r.item), r.created
+        return convert.item(r.item), r.created
 
     async def mark_ready(self, item_id: int, embedded: Embedded) -> Item:
-        request = cat.MarkItemReadyRequest(
-            id=item_id,
-            auto_tags=[cat.Tag(label=label, score=score) for label, score in embedded.tags],
-            duration_seconds=embedded.duration,
-            sample_rate=embedded.sample_rate,
-            channels=embedded.channels,
-        )
-        return _item((await self._call("MarkItemReady", request)).item)
+        return convert.item((await self._call("MarkItemReady", convert.ready_request(item_id, embedded))).item)
 
     async def mark_deleting(self, item_id: int, pending_before: datetime | None = None) -> bool:
         request = cat.MarkItemDeletingRequest(id=item_id)
@@ -274,53 +181,47 @@ class CatalogClient(_Client):
         return (await self._call("MarkItemDeleting", request)).marked
 
     async def get_item(self, item_id: int) -> Item:
-        return _item((await self._call("GetItem", cat.GetItemRequest(id=item_id))).item)
+        return convert.item((await self._call("GetItem", cat.GetItemRequest(id=item_id))).item)
 
     async def get_ready_items(self, ids: Sequence[int]) -> list[Item]:
         r = await self._call("BatchGetItems", cat.BatchGetItemsRequest(ids=ids, state=cat.ITEM_STATE_READY))
-        return [_item(i) for i in r.items]
+        return [convert.item(i) for i in r.items]
 
     async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]:
         request = cat.ListItemsRequest(library=library, page_size=page_size, page_token=page_token, tag=tag)
         r = await self._call("ListItems", request)
-        return [_item(i) for i in r.items], r.next_page_token
+        return [convert.item(i) for i in r.items], r.next_page_token
 
     async def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
         return list((await self._call("FindItemIds", cat.FindItemIdsRequest(library=library, tags=tags))).ids)
 
     async def delete_item(self, item_id: int, only_if_state: str = "") -> bool:
-        request = cat.DeleteItemRequest(id=item_id, only_if_state=STATE_CODES.get(only_if_state, 0))
+        request = cat.DeleteItemRequest(id=item_id, only_if_state=convert.STATE_CODES.get(only_if_state, 0))
         return (await self._call("DeleteItem", request)).deleted
 
     async def stats(self) -> list[LibraryCounts]:
         r = await self._call("CatalogStats", cat.CatalogStatsRequest())
-        return [LibraryCounts(c.library, c.ready_items, c.pending_items, c.total_duration_seconds) for c in r.libraries]
+        return [convert.library_counts(c) for c in r.libraries]
 
     async def item_states(self, library: str) -> list[ItemState]:
         r = await self._call("ListItemStates", cat.ListItemStatesRequest(library=library))
-        return [ItemState(i.id, STATES[i.state], i.update_time.ToDatetime(), i.source_uri, i.sha256) for i in r.items]
+        return [convert.item_state(i) for i in r.items]
 
     async def mark_pending(self, item_id: int) -> None:
         await self._call("MarkItemPending", cat.MarkItemPendingRequest(id=item_id))
 
     async def start_model_change(self, name: str, change: ModelChange) -> tuple[bool, ModelChange | None]:
-        message = cat.ModelChange(
-            model_name=change.model, model_dim=change.dim, window_seconds=change.window, hop_seconds=change.hop
-        )
+        message = convert.model_change_pb(change)
         r = await self._call("StartModelChange", cat.StartModelChangeRequest(name=name, change=message))
-        return r.resumed, _change(r.replaced) if r.HasField("replaced") else None
+        return r.resumed, convert.model_change(r.replaced) if r.HasField("replaced") else None
 
     async def finish_model_change(self, name: str, model: str) -> Library:
         r = await self._call("FinishModelChange", cat.FinishModelChangeRequest(name=name, model_name=model))
-        return _library(r.library)
+        return convert.library(r.library)
 
     async def cancel_model_change(self, name: str) -> ModelChange | None:
         r = await self._call("CancelModelChange", cat.CancelModelChangeRequest(name=name))
-        return _change(r.cancelled) if r.HasField("cancelled") else None
-
-
-def _change(change: cat.ModelChange) -> ModelChange:
-    return ModelChange(change.model_name, change.model_dim, change.window_seconds, change.hop_seconds)
+        return convert.model_change(r.cancelled) if r.HasField("cancelled") else None
 
 
 async def comebacks(channel: grpc.aio.Channel, retry_seconds: float = 1.0) -> AsyncIterator[None]:

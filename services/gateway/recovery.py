@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from services.common.errors import ServiceError
-from services.gateway.orchestrator import Gateway
+from services.gateway.repair import Action
 
 log = logging.getLogger(__name__)
 
 
 class Recovery:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, repair: Callable[[], Awaitable[list[Action]]]) -> None:
+        """`repair`: one repair with the gateway's settings (`Gateway.repair`)."""
+        self._repair = repair
         # One repair at a time: a comeback during the start-up repair waits
         # for it instead of doing the same work beside it.
         self._one_at_a_time = asyncio.Lock()
@@ -29,7 +30,7 @@ class Recovery:
         for attempt in range(attempts):
             try:
                 async with self._one_at_a_time:
-                    actions = await self.gateway.repair()
+                    actions = await self._repair()
             except ServiceError as exc:
                 log.warning("%s repair failed (attempt %d of %d): %s", why, attempt + 1, attempts, exc.message)
             except Exception:  # a bug must not end the background task: log it, try again later

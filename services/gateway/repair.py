@@ -20,13 +20,12 @@ import dataclasses
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
-from services.common.errors import FailedPrecondition, NotFound, ServiceError
-from services.gateway.domain import DELETING, PENDING, READY, ItemState, Library
-
-if TYPE_CHECKING:
-    from services.gateway.orchestrator import Gateway
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.gateway import access
+from services.gateway.ports import DELETING, PENDING, READY, Backends, ItemState, Library
+from services.gateway.server_paths import ServerPaths
+from services.gateway.steps import model_status, remove
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +55,24 @@ class Action:
     detail: str
 
 
+async def repair(backends: Backends, paths: ServerPaths, stale_after: float, dry_run: bool) -> list[Action]:
+    """GatewayService.Repair: what was found (and, unless `dry_run`, fixed)."""
+    access.require_admin("run repair")
+    if stale_after < 0:
+        raise InvalidArgument("stale_after_seconds must not be negative")
+    return await Repair(backends, paths, stale_after, dry_run).run()
+
+
 class Repair:
-    def __init__(self, gateway: Gateway, stale_after: float, dry_run: bool) -> None:
-        self.gateway, self.stale_after, self.dry_run = gateway, stale_after, dry_run
-        self.catalog, self.vectors = gateway.catalog, gateway.vectors
+    def __init__(self, backends: Backends, paths: ServerPaths, stale_after: float, dry_run: bool) -> None:
+        """`paths`: the files an item may be re-read from (its source)."""
+        self.backends, self.paths, self.stale_after, self.dry_run = backends, paths, stale_after, dry_run
+        self.catalog, self.vectors = backends.catalog, backends.vectors
         self.actions: list[Action] = []
 
     def _found(self, kind: str, library: str, item_id: int, detail: str) -> bool:
         """Records an action; True when it should also be carried out."""
-        self.actions.append(Action(kind, library, item_id, detail))
+        self.actions.append(Action(kind=kind, library=library, item_id=item_id, detail=detail))
         log.info("repair%s: %s %s item %d: %s", " (dry run)" if self.dry_run else "", kind, library, item_id, detail)
         return not self.dry_run
 
@@ -85,12 +93,12 @@ class Repair:
                 pass
             if self._found(ORPHAN_COLLECTION, name, 0, "vector collection of a library the catalog does not hold"):
                 await self.vectors.drop(name)
-                await self.gateway.audio.drop(name)  # and its kept uploads
+                await self.backends.audio.drop(name)  # and its kept uploads
         return self.actions
 
     async def _library(self, lib: Library, has_collection: bool) -> None:
         if not has_collection:
-            status = await self.gateway.model_status(lib.model)
+            status = await model_status(self.backends, lib.model)
             if self._found(MISSING_COLLECTION, lib.name, 0, f"no vector collection; creating it for {lib.model}"):
                 await self.vectors.create(lib.name, lib.model, lib.dim, status.sparse)
         with_vectors = await self.vectors.item_ids(lib.name) if has_collection else set()
@@ -137,24 +145,24 @@ class Repair:
             await self._remove(library, item.id)
 
     async def _remove(self, library: str, item_id: int) -> None:
-        await self.gateway.remove(library, item_id)  # as a delete does
+        await remove(self.backends, library, item_id)  # as a delete does
 
     async def _restore(self, lib: Library, item: ItemState) -> None:
         """Re-embeds a READY item from its kept upload or its server file
         (when that still holds the same content), else hides it until it is
         inserted again."""
         item_id, source = item.id, item.source_uri
-        data = await self.gateway.audio.read(lib.name, item_id)
+        data = await self.backends.audio.read(lib.name, item_id)
         if data is not None:
             source = "the kept upload"
         else:
             try:
-                data = self.gateway.read_allowed_file(source) if source else None
+                data = self.paths.read(source) if source else None
             except ServiceError:
                 data = None
         if data is not None and hashlib.sha256(data).hexdigest() == item.sha256:
             if self._found(REINDEXED, lib.name, item_id, f"no vectors; re-embedded from {source}"):
-                embedded = await self.gateway.embedder.embed(data, lib.model, 0, lib.window, lib.hop)
+                embedded = await self.backends.embedder.embed(data, lib.model, 0, lib.window, lib.hop)
                 await self.vectors.upsert(lib.name, lib.model, lib.dim, item_id, embedded.windows)
                 try:
                     still = (await self.catalog.get_item(item_id)).ready

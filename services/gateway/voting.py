@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from services.gateway.domain import Hit
+from services.gateway.ports import Hit
 
 
 def items_per_query_window(top_k: int) -> int:

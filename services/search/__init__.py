@@ -1,1 +1,2 @@
-"""Search: one Milvus collection of window vectors per library."""
+"""Search: window vectors per library behind a store contract (contract.py),
+with Milvus as its adapter (milvus.py) and an exact in-memory reference (memory.py)."""

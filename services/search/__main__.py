@@ -11,9 +11,11 @@ from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 from services.common import config as cfg
 from services.common import server
 from services.search.config import SearchConfig
+from services.search.contract import Store
 from services.search.metrics import observe
+from services.search.milvus import MilvusStore
+from services.search.milvus_connection import ServerTls
 from services.search.servicer import SERVICE_NAME, SearchServicer
-from services.search.store import ServerTls, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,8 @@ log = logging.getLogger(__name__)
 async def build(config: SearchConfig) -> server.ServiceSpec:
     uri = config.milvus_uri or str((config.data_dir / "milvus.db").resolve())
     tls = ServerTls(config.milvus_ca_file, config.milvus_server_name)
-    store = await asyncio.to_thread(
-        VectorStore,
+    store: Store = await asyncio.to_thread(
+        MilvusStore,
         uri,
         config.milvus_token,
         config.index_type,

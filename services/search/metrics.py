@@ -1,12 +1,12 @@
-"""The search service's store sizes, read from Milvus when scraped."""
+"""The search service's store sizes, read from the store when scraped."""
 
 from __future__ import annotations
 
 from services.common.metrics import Metrics, cached
-from services.search.store import VectorStore
+from services.search.contract import Store
 
 
-def observe(store: VectorStore, metrics: Metrics) -> None:
+def observe(store: Store, metrics: Metrics) -> None:
     # One read of the counts serves both families (two count queries per library).
     stats = cached(store.stats)
     metrics.gauge(

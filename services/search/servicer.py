@@ -1,5 +1,5 @@
-"""gRPC surface of the search service. Milvus calls are blocking, so each
-runs on a worker thread."""
+"""gRPC surface of the search service over the store contract. Store calls
+are blocking, so each runs on a worker thread."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 
 from services.common.convert import vector_fields, vector_from_message
 from services.common.errors import InvalidArgument
-from services.search.store import VectorStore, WindowVector
+from services.search.contract import Store, WindowVector
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 
@@ -22,7 +22,7 @@ def _library(name: str) -> str:
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    def __init__(self, store: VectorStore, max_top_k: int) -> None:
+    def __init__(self, store: Store, max_top_k: int) -> None:
         self.store, self.max_top_k = store, max_top_k
 
     async def CreateCollection(self, request, context):  # type: ignore[no-untyped-def]

@@ -25,6 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.chunks import reader_messages
+from services.common.jsonview import message_dict
 from services.common.text import bounded, quoted
 from services.web import schema
 from services.web.config import WebConfig
@@ -33,18 +35,11 @@ from services.web.errors import HTTP_CODE_NAMES, HttpError
 STATIC = Path(__file__).with_name("static")
 # Item ids are int64 in the protos: larger numbers are a 400, not a crash.
 ItemId = Annotated[int, FastApiPath(ge=-(2**63), le=2**63 - 1)]
-CHUNK = 256 * 1024  # upload messages to the gateway
 # gRPC metadata is printable ASCII within 8 KiB in all: a longer or odd
 # header would fail the call (INTERNAL, RESOURCE_EXHAUSTED) instead of saying why.
 MAX_AUTHORIZATION = 4096
 
 log = logging.getLogger(__name__)
-
-
-def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -65,14 +60,6 @@ def _check_upload(upload: UploadFile, limit: int) -> None:
         raise HttpError(413, "RESOURCE_EXHAUSTED", f"{what} is larger than the {limit}-byte upload limit")
     if upload.size == 0:
         raise HttpError(400, "INVALID_ARGUMENT", f"{what} is empty")
-
-
-async def _upload_messages(upload: UploadFile, first: Message, make: Any) -> AsyncIterator[Message]:
-    """The parameters with the first chunk, then the rest, read from the
-    spooled upload a chunk at a time (never the whole file in memory)."""
-    yield make(first, await upload.read(CHUNK))
-    while chunk := await upload.read(CHUNK):
-        yield make(None, chunk)
 
 
 def _auth(request: Request) -> tuple[tuple[str, str], ...] | None:
@@ -179,7 +166,7 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
 
     @app.get("/v1/libraries", responses=_responses(pb.ListLibrariesResponse), tags=["libraries"])
     async def list_libraries(request: Request) -> JSONResponse:
-        return JSONResponse(to_json(await call(request, gateway.ListLibraries, pb.ListLibrariesRequest())))
+        return JSONResponse(message_dict(await call(request, gateway.ListLibraries, pb.ListLibrariesRequest())))
 
     @app.post("/v1/libraries", responses=_responses(pb.CreateLibraryResponse), tags=["libraries"])
     async def create_library(request: Request) -> JSONResponse:
@@ -189,12 +176,12 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
             message = json_format.Parse(await request.body() or b"{}", pb.CreateLibraryRequest())
         except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
             raise HttpError(400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}") from None
-        return JSONResponse(to_json(await call(request, gateway.CreateLibrary, message)))
+        return JSONResponse(message_dict(await call(request, gateway.CreateLibrary, message)))
 
     @app.delete("/v1/libraries/{name}", responses=_responses(pb.DeleteLibraryResponse), tags=["libraries"])
     async def delete_library(request: Request, name: str) -> JSONResponse:
         response = await call(request, gateway.DeleteLibrary, pb.DeleteLibraryRequest(name=name))
-        return JSONResponse(to_json(response))
+        return JSONResponse(message_dict(response))
 
     # Items
 
@@ -208,8 +195,8 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         _check_upload(file, config.max_upload_bytes)
         name = Path(file.filename or "upload").name  # a label only: never a path to read
         meta = pb.InsertAudioMetadata(library=library, name=name, source_uri=f"upload:{name}", tags=tags)
-        messages = _upload_messages(file, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.InsertAudio, messages)))
+        messages = reader_messages(file.read, meta, lambda m, c: pb.InsertAudioRequest(metadata=m, chunk=c))
+        return JSONResponse(message_dict(await call(request, gateway.InsertAudio, messages)))
 
     @app.get("/v1/libraries/{library}/items", responses=_responses(pb.ListAudioResponse), tags=["items"])
     async def list_items(
@@ -220,15 +207,15 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
         tag: str = "",
     ) -> JSONResponse:
         message = pb.ListAudioRequest(library=library, page_size=page_size, page_token=page_token, tag=tag)
-        return JSONResponse(to_json(await call(request, gateway.ListAudio, message)))
+        return JSONResponse(message_dict(await call(request, gateway.ListAudio, message)))
 
     @app.get("/v1/items/{item_id}", responses=_responses(pb.GetAudioResponse), tags=["items"])
     async def get_item(request: Request, item_id: ItemId) -> JSONResponse:
-        return JSONResponse(to_json(await call(request, gateway.GetAudio, pb.GetAudioRequest(id=item_id))))
+        return JSONResponse(message_dict(await call(request, gateway.GetAudio, pb.GetAudioRequest(id=item_id))))
 
     @app.delete("/v1/items/{item_id}", responses=_responses(pb.DeleteAudioResponse), tags=["items"])
     async def delete_item(request: Request, item_id: ItemId) -> JSONResponse:
-        return JSONResponse(to_json(await call(request, gateway.DeleteAudio, pb.DeleteAudioRequest(id=item_id))))
+        return JSONResponse(message_dict(await call(request, gateway.DeleteAudio, pb.DeleteAudioRequest(id=item_id))))
 
     @app.get(
         "/v1/items/{item_id}/audio",
@@ -281,12 +268,12 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
     ) -> JSONResponse:
         _check_upload(file, config.max_upload_bytes)
         params = pb.SearchParams(library=library, top_k=top_k, min_score=min_score, tags=tags)
-        messages = _upload_messages(file, params, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
-        return JSONResponse(to_json(await call(request, gateway.SearchAudio, messages)))
+        messages = reader_messages(file.read, params, lambda p, c: pb.SearchAudioRequest(params=p, chunk=c))
+        return JSONResponse(message_dict(await call(request, gateway.SearchAudio, messages)))
 
     @app.get("/v1/stats", responses=_responses(pb.StatsResponse), tags=["libraries"])
     async def stats(request: Request) -> JSONResponse:
-        return JSONResponse(to_json(await call(request, gateway.Stats, pb.StatsRequest())))
+        return JSONResponse(message_dict(await call(request, gateway.Stats, pb.StatsRequest())))
 
     # Docs, the page, health
 

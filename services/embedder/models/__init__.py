@@ -1,2 +1,3 @@
 """Embedding models. Each module holds one model behind the contract in
-`base`; `registry` builds the configured set."""
+`base` and declares it (`entry.ModelEntry`); `table` lists them, and
+`registry` builds the configured set from it."""

@@ -24,7 +24,12 @@ class ModelInfo:
     hop_seconds: float
     # Shorter audio is zero-padded to this length.
     min_seconds: float
+    # Capabilities, declared rather than discovered. Tags: the model's
+    # embeddings carry tag scores and it has `labels` (a `LabelledModel`).
     produces_tags: bool = False
+    # Whole signal: the model embeds a recording at once (a `WholeSignalModel`),
+    # and the service prefers that to windows through the batcher.
+    whole_signal: bool = False
     # Results whose evidence (summed similarity of the query windows at the
     # matched offset) is below this are "no match" (0: no calibrated threshold).
     min_evidence: float = 0.0
@@ -54,9 +59,23 @@ class EmbeddingModel(Protocol):
         """Prepares weights; raises ModelUnavailable with a remedy."""
 
     def embed(self, windows: np.ndarray) -> Embeddings:
-        """Embeds a batch of equal-length windows [N, samples]. A model may
-        also offer `embed_signal(samples, window, hop, query) -> (vectors,
-        offsets)` to see the whole recording at once; the service prefers it."""
+        """Embeds a batch of equal-length windows [N, samples]."""
+
+
+class WholeSignalModel(EmbeddingModel, Protocol):
+    """A model whose info says `whole_signal`."""
+
+    def embed_signal(
+        self, audio: np.ndarray, window: float, hop: float, query: bool = False
+    ) -> tuple[Embeddings | list[Sparse], list[float]]:
+        """Embeds a whole recording in windows of `window` s every `hop` s:
+        (the embeddings, or their sparse vectors alone; the window offsets)."""
+
+
+class LabelledModel(EmbeddingModel, Protocol):
+    """A model whose info says `produces_tags`: `labels[i]` names tag score i."""
+
+    labels: list[str]
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -14,8 +14,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from services.common.config import env_name
 from services.embedder.models.base import ModelUnavailable
 
@@ -30,42 +28,17 @@ class Checkpoint:
     # Used in messages only ("327 MB"); the md5 is the check.
     size: int
     description: str
-    # The EmbedderConfig field (AUDIOSEARCH_<FIELD>) that says where it lives.
-    setting: str = "cnn14_checkpoint"
+    # An older EmbedderConfig field (AUDIOSEARCH_<FIELD>) naming the file's
+    # path; empty for models that have only the weights directory.
+    setting: str = ""
+    # Older EmbedderConfig fields overriding the URL and md5 (a mirror).
+    url_setting: str = ""
+    md5_setting: str = ""
 
 
-CHECKPOINTS = {
-    "panns-cnn14": Checkpoint(
-        filename="Cnn14_mAP=0.431.pth",
-        url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
-        md5="541141fa2ee191a88f24a3219fff024e",
-        size=327_428_481,
-        description="PANNs Cnn14 (AudioSet mAP 0.431)",
-        setting="cnn14_checkpoint",
-    ),
-    "panns-cnn14-16k": Checkpoint(
-        filename="Cnn14_16k_mAP=0.438.pth",
-        url="https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1",
-        md5="362fc5ff18f1d6ad2f6d464b45893f2c",
-        # An estimate, not the published size (unknown to us): Cnn14's
-        # 327,428,481 bytes less the smaller front end, 803,840 floats fewer
-        # (STFT kernels 2x257x512 instead of 2x513x1024, melW 257x64 instead
-        # of 513x64) = 3,215,360 bytes. Pickle overhead may differ slightly.
-        size=324_213_121,
-        description="PANNs Cnn14 16 kHz (AudioSet mAP 0.438)",
-        setting="cnn14_16k_checkpoint",
-    ),
-    "panns-mobilenetv1": Checkpoint(
-        filename="MobileNetV1_mAP=0.389.pth",
-        url="https://zenodo.org/record/3987831/files/MobileNetV1_mAP%3D0.389.pth?download=1",
-        md5="a419303e1c88aa1b9d2ac3811563d371",
-        size=23_639_473,
-        description="PANNs MobileNetV1 (AudioSet mAP 0.389)",
-        setting="mobilenetv1_checkpoint",
-    ),
-}
-# Whether any of them may be downloaded: one flag, named for the first.
+# Whether any checkpoint may be downloaded: one flag, named for the first model.
 DOWNLOAD_SETTING = "cnn14_download"
+WEIGHTS_DIR_SETTING = "weights_dir"
 
 
 def md5sum(path: Path) -> str:
@@ -77,10 +50,14 @@ def md5sum(path: Path) -> str:
 
 
 def remedy(ckpt: Checkpoint, path: Path) -> str:
+    if ckpt.setting:
+        where = f"point {env_name(ckpt.setting)} at it"
+    else:
+        where = f"point {env_name(WEIGHTS_DIR_SETTING)} at the directory holding it"
     return (
         f"{ckpt.description} weights are not at {path}. Download {ckpt.filename} "
         f"({ckpt.size / 1e6:.0f} MB, md5 {ckpt.md5}) from {ckpt.url} and save it as {path} "
-        f"(or point {env_name(ckpt.setting)} at it, or set {env_name(DOWNLOAD_SETTING)}=true on a machine "
+        f"(or {where}, or set {env_name(DOWNLOAD_SETTING)}=true on a machine "
         "with internet). Until then, the weights-free models serve: --model fingerprint-v1 (copies, excerpts) "
         "or --model spectral-v1."
     )
@@ -88,6 +65,8 @@ def remedy(ckpt: Checkpoint, path: Path) -> str:
 
 def download(url: str, md5: str, path: Path, timeout: float = 60.0) -> Path:
     """Downloads `url` to `path` with a progress bar; verifies md5."""
+    from tqdm import tqdm  # here: the model table, which imports this module, is read by the CLI too
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     tmp = Path(tmp_name)

@@ -44,6 +44,7 @@ from scipy.ndimage import maximum_filter, uniform_filter, uniform_filter1d
 from services.common.vectors import Sparse
 from services.embedder.audio import window_starts
 from services.embedder.models.base import Embeddings, ModelInfo
+from services.embedder.models.entry import ModelEntry
 
 RATE = 8000
 N_FFT = 512
@@ -77,6 +78,7 @@ class FingerprintModel:
         min_seconds=0.5,
         min_evidence=0.07,
         sparse=True,
+        whole_signal=True,
     )
 
     def __init__(self) -> None:
@@ -200,3 +202,6 @@ class FingerprintModel:
     def embed(self, windows: np.ndarray) -> Embeddings:
         """Each window on its own (the service uses embed_signal instead)."""
         return Embeddings([self._sparse(h, t) for t, h in (self.signal_landmarks(w) for w in windows)])
+
+
+ENTRY = ModelEntry(info=FingerprintModel.info, build=lambda config: FingerprintModel(), offered_by_default=True)

@@ -43,6 +43,7 @@ from scipy.ndimage import maximum_filter, uniform_filter, uniform_filter1d
 
 from services.common.vectors import POSITION_SCALE, Sparse
 from services.embedder.models.base import Embeddings, ModelInfo
+from services.embedder.models.entry import ModelEntry
 
 RATE = 8000
 N_FFT = 512
@@ -122,6 +123,7 @@ class FingerprintV2Model:
         hop_seconds=SEGMENT_SECONDS,
         min_seconds=0.5,
         sparse=True,
+        whole_signal=True,
         landmarks=True,
         min_confidence=0.99,
     )
@@ -362,3 +364,6 @@ def _segment(keys: np.ndarray, positions: np.ndarray) -> Sparse:
     hash met twice in one segment keeps its first position."""
     unique, first = np.unique(keys, return_index=True)
     return Sparse(unique.astype(np.uint32), (1 + positions[first] / POSITION_SCALE).astype(np.float32))
+
+
+ENTRY = ModelEntry(info=FingerprintV2Model.info, build=lambda config: FingerprintV2Model(), offered_by_default=True)

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.embedder.models.cnn14 import CLASSES, PannsModel, panns_info
 from services.embedder.models.folding import fold_sequential
+from services.embedder.models.panns import CLASSES, PannsModel
 from services.embedder.models.panns_frontend import PANNS_32K, FrontEnd, PannsNet, clip_pool
+from services.embedder.models.panns_specs import MOBILENETV1_INFO
 
 # (in, out, pool) per block; the first is a full 3x3 convolution, the rest
 # depthwise-separable. Five 2x pools: 64 mels end as 2 bins, 1001 frames as 31.
@@ -75,9 +76,6 @@ class MobileNetV1(PannsNet):
         x = self.features(self.log_mel(audio))  # [B, 1024, T/32, mels/32]
         embedding = F.relu_(self.fc1(clip_pool(self.from_body(x))))
         return embedding.float(), torch.sigmoid(self.fc_audioset(embedding).float())
-
-
-MOBILENETV1_INFO = panns_info("panns-mobilenetv1", "mAP=0.389", 1024, PANNS_32K.sample_rate)
 
 
 class MobileNetV1Model(PannsModel):

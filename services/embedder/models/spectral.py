@@ -22,6 +22,7 @@ import itertools
 import numpy as np
 
 from services.embedder.models.base import Embeddings, ModelInfo, l2_normalise
+from services.embedder.models.entry import ModelEntry
 from services.embedder.models.melscale import mel_filterbank
 
 RATE = 16_000
@@ -84,3 +85,6 @@ class SpectralModel:
     def embed(self, windows: np.ndarray) -> Embeddings:
         vectors = np.stack([self._describe(w) for w in windows]).astype(np.float32)
         return Embeddings(l2_normalise(vectors))
+
+
+ENTRY = ModelEntry(info=SpectralModel.info, build=lambda config: SpectralModel(), offered_by_default=True)

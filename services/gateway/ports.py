@@ -1,12 +1,15 @@
-"""The gateway's own view of libraries, items and vectors, and the ports
-(protocols) through which it reaches the other services. Adapters in
-`clients` implement the ports over gRPC; nothing here knows about it."""
+"""The gateway's own view of libraries, items and vectors, the ports
+(protocols) through which it reaches the other services and its kept
+uploads, and `Backends`, the record of them every use case works over.
+Adapters in `clients` implement the service ports over gRPC and
+`audio_store.AudioStore` the audio port; nothing here knows about either."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from services.common.vectors import Vector
@@ -136,6 +139,13 @@ class LibraryCounts:
     duration_seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    wav: bytes
+    start: float
+    end: float
+
+
 class EmbedderPort(Protocol):
     async def models(self) -> tuple[list[ModelStatus], str]: ...
     async def embed(
@@ -213,3 +223,26 @@ class CatalogPort(Protocol):
     async def cancel_model_change(self, name: str) -> ModelChange | None:
         """Drops the library's pending change; returns it (None: none was pending)."""
         ...
+
+
+class AudioPort(Protocol):
+    """The kept uploads: written before an item's vectors, removed with them."""
+
+    root: Path | None  # None: uploads are not kept
+
+    async def put(self, library: str, item_id: int, data: bytes) -> None: ...
+    async def read(self, library: str, item_id: int) -> bytes | None:
+        """The kept upload, or None (not kept, or gone)."""
+        ...
+
+    async def delete(self, library: str, item_id: int) -> None: ...
+    async def drop(self, library: str) -> None: ...
+    async def segment(self, library: str, item_id: int, duration: float, start: float, end: float) -> Segment: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Backends:
+    embedder: EmbedderPort
+    vectors: VectorPort
+    catalog: CatalogPort
+    audio: AudioPort

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from typing import cast
 
 import numpy as np
 
@@ -15,11 +16,11 @@ from services.embedder import audio
 from services.embedder.admission import Admission
 from services.embedder.batching import Batcher
 from services.embedder.config import EmbedderConfig
-from services.embedder.models.base import Embeddings, ModelInfo
+from services.embedder.models.base import EmbeddingModel, Embeddings, LabelledModel, ModelInfo, WholeSignalModel
 from services.embedder.registry import LOADING, READY, Registry
 
 # Groups of windows decoded ahead of the model, per request (memory bound:
-# STREAM_AHEAD x max_batch windows).
+# STREAM_AHEAD x the model's max_batch windows).
 STREAM_AHEAD = 2
 
 
@@ -84,9 +85,12 @@ class Embedder:
         self.registry, self.config = registry, config
         self.limits = decoder_limits(config)
         self.admission = Admission(config.max_active_embeds, config.max_queued_embeds)
-        self.batchers = {
-            name: Batcher(slot.model, config.max_batch, config.batch_wait_ms) for name, slot in registry.slots.items()
-        }
+        self.batchers = {name: self._batcher(slot.model, config) for name, slot in registry.slots.items()}
+
+    @staticmethod
+    def _batcher(model: EmbeddingModel, config: EmbedderConfig) -> Batcher:
+        batching = config.batching(model.info.name)
+        return Batcher(model, batching.max_batch, batching.wait_ms)
 
     def models(self) -> list[ModelStatus]:
         return [
@@ -112,9 +116,11 @@ class Embedder:
         decoder = await asyncio.to_thread(
             audio.Decoder, data, self.config.max_audio_seconds, info.sample_rate, self.limits
         )
-        embed_signal = getattr(model, "embed_signal", None)
-        if embed_signal is not None:  # the model sees the whole recording at once
-            vectors, offsets = await asyncio.to_thread(lambda: embed_signal(audio.collect(decoder), window, hop, query))
+        if info.whole_signal:  # the model sees the whole recording at once
+            whole = cast(WholeSignalModel, model)
+            vectors, offsets = await asyncio.to_thread(
+                lambda: whole.embed_signal(audio.collect(decoder), window, hop, query)
+            )
             embeddings = vectors if isinstance(vectors, Embeddings) else Embeddings(vectors)
         else:
             embeddings, offsets = await self._embed_streaming(decoder, info, window, hop)
@@ -126,8 +132,8 @@ class Embedder:
             for i, offset in enumerate(offsets)
         ]
         tags: list[tuple[str, float]] = []
-        if top_tags > 0 and embeddings.tag_scores is not None:
-            labels = getattr(model, "labels", [])
+        if top_tags > 0 and info.produces_tags and embeddings.tag_scores is not None:
+            labels = cast(LabelledModel, model).labels
             clip = embeddings.tag_scores.max(axis=0)  # a sound anywhere in the clip tags it
             best = np.argsort(-clip)[:top_tags]
             tags = [(labels[i], float(clip[i])) for i in best]
@@ -141,7 +147,7 @@ class Embedder:
         """Windows go to the model while the rest of the upload is still being
         decoded (on a thread), and the whole signal is never held: an hour at
         32 kHz would be 460 MB of floats. Up to `STREAM_AHEAD` groups of
-        `max_batch` windows wait decoded for the model."""
+        the model's `max_batch` windows wait decoded for the model."""
         loop = asyncio.get_running_loop()
         groups: asyncio.Queue[list[tuple[float, np.ndarray]] | BaseException | None] = asyncio.Queue()
         room = threading.Semaphore(STREAM_AHEAD)
@@ -158,7 +164,7 @@ class Embedder:
             try:
                 framer = audio.Framer(info.sample_rate, window, hop, info.min_seconds)
                 group: list[tuple[float, np.ndarray]] = []
-                batch = max(1, self.config.max_batch)
+                batch = self.batchers[info.name].max_batch
                 for block in decoder.blocks():
                     # Views into the framer's buffers (about a window and a block each), not
                     # copies: with a short hop one block completes hundreds of windows.

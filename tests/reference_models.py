@@ -18,8 +18,10 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from services.embedder.models.cnn14 import LABELS_FILE, PANNS_16K, PANNS_32K, Cnn14, FrontEnd
+from services.embedder.models.cnn14 import Cnn14
 from services.embedder.models.mobilenet import MobileNetV1
+from services.embedder.models.panns import LABELS_FILE
+from services.embedder.models.panns_frontend import PANNS_16K, PANNS_32K, FrontEnd
 
 Net = TypeVar("Net", bound=nn.Module)
 

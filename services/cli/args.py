@@ -1,0 +1,101 @@
+"""The `audiosearch` command line: its commands and their options."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from services.cli.commands.items import cmd_delete, cmd_get, cmd_index, cmd_ls, cmd_search
+from services.cli.commands.libraries import cmd_libraries, cmd_reindex, cmd_repair, cmd_stats
+from services.cli.commands.local import cmd_fetch_weights, cmd_serve
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiosearch", description="Find the recordings most similar to a sound.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: Any, help: str, gateway: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        if gateway:
+            c.add_argument(
+                "--token", default="", help="bearer token for the gateway (default $AUDIOSEARCH_TOKEN, hidden from ps)"
+            )
+        c.set_defaults(fn=fn)
+        return c
+
+    c = command("serve", cmd_serve, "run all services locally, healing them, until interrupted", gateway=False)
+    c.add_argument("--data-dir", default="data", help="where Milvus Lite, SQLite and logs live (default ./data)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=50051, help="gateway port; the others use the next three")
+    c.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="the gateway's /metrics port, the others' the next three (default: --port + 100; 0: none)",
+    )
+    c.add_argument("--http-port", type=int, default=8080, help="the web page and HTTP/JSON API (default 8080; 0: none)")
+    c.add_argument(
+        "--start-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a service may take to become SERVING (search loads every collection first; default 120)",
+    )
+    c.add_argument(
+        "--unhealthy-after",
+        type=float,
+        default=30.0,
+        help="restart a service whose health check fails this many seconds in a row (default 30)",
+    )
+    c = command("index", cmd_index, "add audio files or folders (recursive) to a library")
+    c.add_argument("paths", nargs="+")
+    c.add_argument("--library", default="default")
+    c.add_argument("--model", default="", help="model for a new library (default: the server's default)")
+    c.add_argument("--tag", action="append", default=[], help="tag every file (repeatable)")
+    c.add_argument("--jobs", type=int, default=4, help="parallel uploads")
+    c.add_argument("--window", type=float, default=0.0, help="window length in s for a new library (model default)")
+    c.add_argument("--hop", type=float, default=0.0, help="window hop in s for a new library (model default)")
+    c = command("search", cmd_search, "find the items most similar to a clip")
+    c.add_argument("file", nargs="?")
+    c.add_argument("--like", type=int, help="search with an indexed item instead of a file")
+    c.add_argument("--library", default="default")
+    c.add_argument("--top-k", type=int, default=10)
+    c.add_argument("--tag", action="append", default=[], help="only items with this tag (repeatable: any of)")
+    c.add_argument(
+        "--min-score",
+        type=float,
+        default=0.0,
+        help="drop results below this score (0: the model's calibrated threshold; -1: keep all)",
+    )
+    c = command("get", cmd_get, "show one item")
+    c.add_argument("id", type=int)
+    c = command("ls", cmd_ls, "list items")
+    c.add_argument("--library", default="")
+    c.add_argument("--tag", default="")
+    c.add_argument("--limit", type=int, default=0)
+    c = command("delete", cmd_delete, "delete one item")
+    c.add_argument("id", type=int)
+    command("stats", cmd_stats, "counts per library and model status")
+    c = command("repair", cmd_repair, "find and fix inconsistencies between the catalog and the vector store")
+    c.add_argument("--dry-run", action="store_true", help="only report what would be fixed")
+    c.add_argument(
+        "--stale-after",
+        type=float,
+        default=0.0,
+        help="seconds after which a PENDING insert counts as abandoned (default: the server's, 900)",
+    )
+    c = command(
+        "reindex",
+        cmd_reindex,
+        "move a library to another embedding model: re-embeds every item, then switches it over",
+    )
+    c.add_argument("--library", default="default")
+    c.add_argument("--model", required=True, help="the model to move the library to (`stats` lists them)")
+    c.add_argument("--window", type=float, default=0.0, help="window length in s for the new model (its default)")
+    c.add_argument("--hop", type=float, default=0.0, help="window hop in s for the new model (its default)")
+    command("libraries", cmd_libraries, "list libraries")
+    c = command("fetch-weights", cmd_fetch_weights, "download a PANNs checkpoint (md5-checked)", gateway=False)
+    # The names come from the embedder's table of models (docs/models.md);
+    # importing it here would slow every CLI call down.
+    c.add_argument("--model", default="", help="whose weights (default: the default PANNs model; see docs/models.md)")
+    return p

@@ -1,0 +1,1 @@
+"""The `audiosearch` commands, by group: each returns (JSON document, text)."""

@@ -1,0 +1,49 @@
+"""What a command prints: one JSON document with --json (errors too:
+{"error": {"code", "message"}}), else text for a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class SystemExitWith(Exception):
+    """A command finished with a document to print and a non-zero status."""
+
+    def __init__(self, doc: Any, text: str, code: int) -> None:
+        super().__init__(text)
+        self.doc, self.text, self.code = doc, text, code
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal: what would move the cursor, recolour or reorder
+    it (controls, a right-to-left override in a file name) as escapes."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def describe(d: dict[str, Any]) -> str:
+    """An item's JSON (services/common/jsonview.py) as one or two lines."""
+    tags = ", ".join(d["user_tags"] + [f"{t['label']} ({t['score']:.2f})" for t in d["auto_tags"]])
+    return (
+        f"{d['id']}: {d['name']} [{d['library']}] {d['duration_seconds']:.2f}s "
+        f"{d['sample_rate']} Hz x{d['channels']}  {d['source_uri']}" + (f"\n    tags: {tags}" if tags else "")
+    )
+
+
+def emit(args: argparse.Namespace, doc: Any, text: str, stream: Any = None) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(text, file=stream or sys.stdout)
+
+
+def emit_error(args: argparse.Namespace, code: str, message: str, text: str) -> None:
+    emit(args, {"error": {"code": code, "message": message}}, text, sys.stderr)
