@@ -8,9 +8,9 @@ import sys
 
 from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
 
+from services.catalog import metrics as service_metrics
 from services.catalog.config import CatalogConfig
 from services.catalog.database import make_engine, migrate
-from services.catalog.metrics import observe
 from services.catalog.repository import Catalog
 from services.catalog.servicer import SERVICE_NAME, CatalogServicer
 from services.common import config as cfg
@@ -36,7 +36,7 @@ async def build(config: CatalogConfig) -> server.ServiceSpec:
         register=lambda s: pb_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), s),
         startup=startup,
         shutdown=shutdown,
-        observe=lambda metrics: observe(catalog, metrics),
+        register_metrics=lambda metrics: service_metrics.register(catalog, metrics),
     )
 
 

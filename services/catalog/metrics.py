@@ -6,7 +6,7 @@ from services.catalog.repository import Catalog
 from services.common.metrics import Metrics, cached
 
 
-def observe(catalog: Catalog, metrics: Metrics) -> None:
+def register(catalog: Catalog, metrics: Metrics) -> None:
     stats = cached(catalog.stats)  # one GROUP BY serves both families
     metrics.gauge(
         "audiosearch_catalog_items",

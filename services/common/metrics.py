@@ -3,7 +3,7 @@
 The RPC series follow the names operators know from go-grpc-prometheus
 (`grpc_server_handled_total`, `grpc_server_handling_seconds`), so existing
 dashboards and alerts apply. Service-specific series (batch sizes, queue
-depth, store sizes) are added by each service through `ServiceSpec.observe`,
+depth, store sizes) are added by each service through `ServiceSpec.register_metrics`,
 most of them read at scrape time from the domain objects' own state."""
 
 from __future__ import annotations

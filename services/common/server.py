@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from services.common import lifeline, logs, tracing
 from services.common.channels import is_loopback
 from services.common.config import ServerConfig
+from services.common.interceptors import ConcurrencyLimit, ObservingInterceptor
 from services.common.metrics import Metrics
-from services.common.observe import ConcurrencyLimit, ObservingInterceptor
 from services.common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ServiceSpec:
     # a domain exception they raise becomes its status like any other.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     # Adds the service's own series (batch sizes, store sizes) to its metrics.
-    observe: Callable[[Metrics], None] | None = None
+    register_metrics: Callable[[Metrics], None] | None = None
     # Raises when the service cannot serve now (its store is stuck or gone):
     # run every PROBE_INTERVAL s once SERVING, it turns health NOT_SERVING
     # (so a supervisor or Kubernetes restarts it) and back when it passes.
@@ -138,8 +138,8 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
     """Starts a server on `config.listen` (port 0 picks a free port)."""
     credentials = server_credentials(config)  # bad TLS files fail before anything starts
     metrics = Metrics()
-    if spec.observe:
-        spec.observe(metrics)
+    if spec.register_metrics:
+        spec.register_metrics(metrics)
     server = grpc.aio.server(
         # Outermost first: observing sees the status the error mapping chose.
         interceptors=[

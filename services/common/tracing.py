@@ -1,7 +1,7 @@
 """OpenTelemetry traces across the services, switched on by config
 (AUDIOSEARCH_TRACING). The context travels in gRPC metadata as a W3C
 `traceparent` header: client interceptors on the gateway's channels inject
-it, and the server interceptor (services.common.observe) continues it, so
+it, and the server interceptor (services.common.interceptors) continues it, so
 one search is one trace: gateway, then embedder, search and catalog.
 
 Off, nothing is installed: no interceptors, no spans, no cost."""

@@ -6,9 +6,9 @@ from audiosearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 
 from services.common import config as cfg
 from services.common import server
+from services.embedder import metrics as service_metrics
 from services.embedder.config import EmbedderConfig
 from services.embedder.embedding import Embedder
-from services.embedder.metrics import observe
 from services.embedder.registry import Registry, build_models
 from services.embedder.servicer import SERVICE_NAME, EmbedderServicer
 
@@ -21,7 +21,7 @@ async def build(config: EmbedderConfig) -> server.ServiceSpec:
         register=lambda s: pb_grpc.add_EmbedderServiceServicer_to_server(EmbedderServicer(embedder), s),
         startup=registry.load_all,
         shutdown=embedder.close,
-        observe=lambda metrics: observe(embedder, metrics),
+        register_metrics=lambda metrics: service_metrics.register(embedder, metrics),
     )
 
 

@@ -11,7 +11,7 @@ from services.embedder.registry import READY
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def observe(embedder: Embedder, metrics: Metrics) -> None:
+def register(embedder: Embedder, metrics: Metrics) -> None:
     sizes = metrics.histogram(
         "audiosearch_embedder_batch_size", "Windows per model call.", ["model"], buckets=BATCH_BUCKETS
     )

@@ -10,9 +10,9 @@ from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 
 from services.common import config as cfg
 from services.common import server
+from services.search import metrics as service_metrics
 from services.search.config import SearchConfig
 from services.search.contract import Store
-from services.search.metrics import observe
 from services.search.milvus import MilvusStore
 from services.search.milvus_connection import ServerTls
 from services.search.servicer import SERVICE_NAME, SearchServicer
@@ -52,7 +52,7 @@ async def build(config: SearchConfig) -> server.ServiceSpec:
         startup=startup,
         probe=probe,
         shutdown=shutdown,
-        observe=lambda metrics: observe(store, metrics),
+        register_metrics=lambda metrics: service_metrics.register(store, metrics),
     )
 
 

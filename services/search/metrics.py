@@ -6,7 +6,7 @@ from services.common.metrics import Metrics, cached
 from services.search.contract import Store
 
 
-def observe(store: Store, metrics: Metrics) -> None:
+def register(store: Store, metrics: Metrics) -> None:
     # One read of the counts serves both families (two count queries per library).
     stats = cached(store.stats)
     metrics.gauge(
