@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
 SAMPLES := samples/sonic-pi
 
-.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check check test demo samples eval bench bench-gpu bench-observability serve clean
+.PHONY: all venv proto proto-check buf-lint buf-breaking proto-release node-stubs browser lint k8s-validate k8s-check check check-tests test demo samples eval bench bench-gpu bench-observability serve clean
 
 all: venv
 
@@ -99,7 +99,11 @@ k8s-check: k8s-validate
 # The fast tier: lint, then every test that needs no running service,
 # database, Milvus, network, npm or browser (tests/conftest.py marks the
 # others "services"), the gateway's crash-point test among them.
-check: lint
+# Lint and the tests side by side (2 CPUs here): under a minute (49 s measured).
+check: $(VENV)/.installed
+	@$(MAKE) --no-print-directory -j2 lint check-tests
+
+check-tests: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider -m "not services"
 
 # The whole suite (what .ci/run calls).

@@ -1,6 +1,9 @@
-"""The web page in headless Chromium against the real stack: three real
-sounds uploaded, an excerpt of one searched, that one ranked first with its
-time range, its segment played, then deleted; a screenshot is saved."""
+"""The web page in headless Chromium against the real stack: a bad upload
+reported under Upload, three real sounds uploaded and paged through, an
+excerpt of one searched, that one ranked first with the whole recording
+drawn and the match marked, played from the match, more like it, a failed
+search, a library switch, deletes; no console errors; screenshots saved
+(AUDIOSEARCH_SCREENSHOT, and beside it -items and -error)."""
 
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     audio, rate = sf.read(SAMPLES / SOUNDS[0])
     query = tmp_path / "excerpt.wav"
     sf.write(query, audio[int(3.0 * rate) : int(6.5 * rate)], rate)  # 3.0-6.5 s of loop_tabla
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"not audio at all, only words " * 50)
     screenshot = Path(os.environ.get("AUDIOSEARCH_SCREENSHOT", tmp_path / "page.png"))
     async with web_server(stack.address("gateway")) as base:
         process = await asyncio.create_subprocess_exec(
@@ -54,23 +59,56 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
             base,
             str(screenshot),
             str(query),
+            str(bad),
             *(str(SAMPLES / s) for s in SOUNDS),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(process.communicate(), 240)
+        out, err = await asyncio.wait_for(process.communicate(), 300)
     lines = out.decode().strip().splitlines()
     assert lines, err.decode()[-3000:]
     seen = json.loads(lines[-1])
     assert process.returncode == 0, (seen, err.decode()[-3000:])
+    # The name check runs in the browser; each model says what it is for.
+    assert seen["bad_name_blocked"] is True
+    assert seen["model_note"].startswith("A new library on ") and seen["library_note"].startswith("Uses ")
+    # A failed upload: under Upload, its bar empty, never full; nothing under Search.
+    assert seen["bad_upload"]["note"].startswith("failed: ") and seen["bad_upload"]["progress"] == 0
+    assert seen["bad_upload"]["phases"] in ("uploading,failed", "uploading,indexing,failed")
+    assert seen["upload_status"] == "0 of 1 added to browser." and seen["search_status_after_bad_upload"] == ""
+    # Uploads: bytes, then indexing, then done.
     assert len(seen["uploads"]) == 3 and seen["progress"] == [1, 1, 1]
+    assert seen["phases"] == ["uploading,indexing,done"] * 3
+    # Paging: two items, then the third behind "More items".
+    assert seen["more_visible"] is True and seen["more_after"] is False and len(seen["items"]) == 3
+    assert seen["item_tags"] == "demoloops"
+    # The match: the whole item, the range marked, played from the match.
     assert seen["first"] == "loop_tabla.flac"
     start, end = seen["range"]
     assert start == pytest.approx(3.0, abs=1.0) and end == pytest.approx(6.5, abs=1.0), seen["meta"]
     assert "matches" in seen["meta"] and "of 10.7 s" in seen["meta"]
-    assert "/audio?start=" in seen["player"]["src"]
-    assert seen["player"]["duration"] == pytest.approx(end - start, abs=0.05)  # the segment, not the file
-    assert seen["after_delete_status"] == 404 and seen["items_left"] == 2
+    assert seen["marked"] == pytest.approx([start, end])
+    assert seen["player"]["source"].endswith("/audio?start=0&end=0")  # the whole recording
+    assert seen["player"]["duration"] == pytest.approx(10.7, abs=0.1)
+    assert seen["player"]["started_at"] == pytest.approx(start, abs=0.01)
+    assert seen["score_note"] and seen["tags"] == "demoloops"
+    assert seen["filtered_results"] == 0
+    assert "like loop_tabla.flac" in seen["similar_status"] and "loop_tabla.flac" not in seen["similar"]
+    # A failed search: its error under Search, the last query's waveform and results gone.
+    failed = seen["failed_search"]
+    assert failed["status"].startswith("INVALID_ARGUMENT") and failed["wave_drawn"] == "" and failed["query_hidden"]
+    assert failed["results"] == 0 and failed["upload_status"] == "3 of 3 added to browser."
+    assert seen["after_switch"] == {"results": 0, "query_hidden": True}
+    assert seen["libraries_left"] == ["browser"] and "Deleted library other" in seen["library_deleted"]
+    assert seen["after_delete_status"] == 404 and seen["items_left"] and seen["deleted"] not in seen["items_left"]
     assert seen["page_errors"] == []
+    provoked = "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    assert seen["console_errors"] == [provoked, provoked]  # nothing else: no pattern error, no favicon 404
+    # The only failed loads are the two provoked: the bad upload and the bad search.
+    assert sorted(seen["failed_loads"]) == [
+        "400 POST /v1/libraries/browser/items",
+        "400 POST /v1/libraries/browser/search",
+    ]
     assert seen["docs_title"].startswith("audiosearch") and seen["docs_operations"] >= 10
+    assert seen["docs_authorize"] == 1
     assert screenshot.stat().st_size > 10_000

@@ -136,11 +136,12 @@ async def test_an_upload_over_the_limit_is_413(stack) -> None:  # type: ignore[n
     ):
         await web.post("/v1/libraries", json={"name": "lib", "model": "spectral-v1"})
         response = await web.post("/v1/libraries/lib/items", files={"file": ("big.wav", encode(sound(1, seconds=2.0)))})
-        error_of(response, 413, "RESOURCE_EXHAUSTED")
+        # The message names the setting and its exact value.
+        assert "larger than AUDIOSEARCH_MAX_UPLOAD_BYTES=1000 bytes" in error_of(response, 413, "RESOURCE_EXHAUSTED")
         # A body far over the limit is refused from its Content-Length, before it is parsed.
         huge = await web.post("/v1/libraries/lib/items", files={"file": ("huge.wav", b"x" * (3 << 20))})
         error_of(huge, 413, "RESOURCE_EXHAUSTED")
-        assert "request is larger" in huge.json()["error"]["message"]
+        assert "request is larger than AUDIOSEARCH_MAX_UPLOAD_BYTES=1000 bytes" in huge.json()["error"]["message"]
 
         async def endless():  # chunked: no Content-Length to judge by, counted as it arrives
             yield b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
@@ -150,7 +151,7 @@ async def test_an_upload_over_the_limit_is_413(stack) -> None:  # type: ignore[n
         streamed = await web.post(
             "/v1/libraries/lib/items", content=endless(), headers={"content-type": "multipart/form-data; boundary=zz"}
         )
-        error_of(streamed, 413, "RESOURCE_EXHAUSTED")
+        assert "AUDIOSEARCH_MAX_UPLOAD_BYTES=1000" in error_of(streamed, 413, "RESOURCE_EXHAUSTED")
 
 
 async def test_docs_and_openapi_are_served_from_the_package(web: httpx.AsyncClient) -> None:
@@ -179,6 +180,81 @@ async def test_docs_and_openapi_are_served_from_the_package(web: httpx.AsyncClie
     }
     page = await web.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
+
+
+def documented(spec: dict, method: str, path: str) -> set[int]:  # type: ignore[type-arg]
+    return {int(status) for status in spec["paths"][path][method]["responses"]}
+
+
+async def test_openapi_says_what_the_api_does(web: httpx.AsyncClient) -> None:
+    """The statuses each route answers, no 422 (validation errors are 400),
+    a bearer scheme for /docs' Authorize button, every parameter described
+    with its default, and no operator-only operation."""
+    spec = (await web.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert {"bearer": []} in spec["security"] and {} in spec["security"]  # optional: auth may be off
+    operations = [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+    for path, method, op in operations:
+        statuses = set(op["responses"])
+        assert "422" not in statuses and not {"4XX", "5XX"} & statuses, (method, path)
+        assert {"200", "400", "401", "503"} <= statuses, (method, path)
+        for parameter in op.get("parameters", []):
+            assert parameter.get("description"), (method, path, parameter["name"])
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert not [p for p in spec["paths"] if re.search(r"repair|reindex|path|monitor", p)]  # operator-only
+    assert 413 in documented(spec, "post", "/v1/libraries/{library}/items")
+    assert 409 in documented(spec, "post", "/v1/libraries")
+    search = spec["components"]["schemas"]["Body_search_v1_libraries__library__search_post"]["properties"]
+    assert search["top_k"]["minimum"] == 1 and search["top_k"]["maximum"] == 100 and search["top_k"]["default"] == 10
+    assert "calibrated threshold" in search["min_score"]["description"] and "tags" in search
+    listing = {p["name"]: p for p in spec["paths"]["/v1/libraries/{library}/items"]["get"]["parameters"]}
+    assert (
+        listing["page_size"]["schema"]["default"] == 100 and "next_page_token" in listing["page_token"]["description"]
+    )
+
+    # The statuses the API answered here are the ones it documents.
+    answers = [
+        ("get", "/v1/items/{item_id}", await web.get("/v1/items/abc")),
+        ("get", "/v1/items/{item_id}", await web.get("/v1/items/987654")),
+        ("get", "/v1/libraries/{library}/items", await web.get("/v1/libraries/nolib/items")),
+        ("get", "/v1/libraries/{library}/items", await web.get("/v1/libraries/nolib/items?page_size=5000")),
+        ("post", "/v1/libraries", await web.post("/v1/libraries", json={"name": "Bad Name!"})),
+        ("delete", "/v1/libraries/{name}", await web.delete("/v1/libraries/nolib")),
+        ("get", "/v1/items/{item_id}/similar", await web.get("/v1/items/987654/similar")),
+        ("get", "/v1/items/{item_id}/similar", await web.get("/v1/items/1/similar?top_k=0")),
+        ("get", "/v1/libraries", await web.get("/v1/libraries", headers={"authorization": "Bearer \x01"})),
+    ]
+    for method, path, response in answers:
+        assert response.status_code in documented(spec, method, path), (method, path, response.status_code)
+        assert response.status_code in (400, 401, 404), response.text
+
+
+async def test_more_like_this(web: httpx.AsyncClient) -> None:
+    """GET /v1/items/{id}/similar: a search with the item as the clip, the item itself left out."""
+    assert (await web.post("/v1/libraries", json={"name": "sfx", "model": "spectral-v1"})).status_code == 200
+    ids = []
+    for seed in range(3):
+        data = encode(sound(seed, seconds=3.0))
+        tags = {"tags": ["even"]} if seed % 2 == 0 else {}
+        response = await web.post("/v1/libraries/sfx/items", files={"file": (f"s{seed}.wav", data)}, data=tags)
+        ids.append(response.json()["item"]["id"])
+    similar = await web.get(f"/v1/items/{ids[0]}/similar", params={"top_k": 5, "min_score": -1})
+    assert similar.status_code == 200, similar.text
+    body = similar.json()
+    assert set(body) == {"results", "model", "min_evidence", "min_score"} and body["model"] == "spectral-v1"
+    found = [r["item"]["id"] for r in body["results"]]
+    assert ids[0] not in found and set(found) == {ids[1], ids[2]}
+    tagged = await web.get(f"/v1/items/{ids[0]}/similar", params={"min_score": -1, "tags": ["even"]})
+    assert [r["item"]["id"] for r in tagged.json()["results"]] == [ids[2]]
+    assert (
+        len((await web.get(f"/v1/items/{ids[0]}/similar", params={"top_k": 1, "min_score": -1})).json()["results"]) == 1
+    )
+    error_of(await web.get("/v1/items/987654/similar"), 404, "NOT_FOUND")
+    error_of(await web.get(f"/v1/items/{ids[0]}/similar", params={"top_k": 101}), 400, "INVALID_ARGUMENT")
 
 
 async def test_hostile_names_and_headers_get_a_4xx_that_fits(web: httpx.AsyncClient) -> None:
@@ -213,7 +289,8 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 async def test_schemathesis_requests_get_no_server_error(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Generated requests, valid and invalid, to every operation (with a
     real library and real items in half of them, so that some reach the
-    services), and stateful sequences: none is answered with a 5xx."""
+    services), and stateful sequences: none is answered with a 5xx, and
+    every answer has a status, content type and body /openapi.json lists."""
     await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="fuzz", model="spectral-v1"))
     ids = []
     for seed in range(2):
@@ -233,7 +310,8 @@ async def test_schemathesis_requests_get_no_server_error(stack, tmp_path) -> Non
             "run",
             f"{base}/openapi.json",
             "--checks",
-            "not_a_server_error",
+            # No 5xx, and every answer as documented: its status, content type and schema.
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples",
             str(FUZZ_EXAMPLES),
             "--seed",

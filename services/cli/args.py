@@ -8,15 +8,22 @@ from typing import Any
 from services.cli.commands.items import cmd_delete, cmd_get, cmd_index, cmd_ls, cmd_search
 from services.cli.commands.libraries import cmd_libraries, cmd_reindex, cmd_repair, cmd_stats
 from services.cli.commands.local import cmd_fetch_weights, cmd_serve
+from services.cli.commands.monitor import cmd_monitor
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiosearch", description="Find the recordings most similar to a sound.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, fn: Any, help: str, gateway: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, fn: Any, help: str, gateway: bool = True, json_lines: bool = False
+    ) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        if json_lines:  # a command whose output streams: one object per line as it comes
+            c.add_argument("--json", action="store_true", help="print JSON Lines on stdout, the summary last")
+        else:
+            c.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        c.set_defaults(json_lines=json_lines)
         if gateway:
             c.add_argument(
                 "--token", default="", help="bearer token for the gateway (default $AUDIOSEARCH_TOKEN, hidden from ps)"
@@ -66,6 +73,19 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="drop results below this score (0: the model's calibrated threshold; -1: keep all)",
+    )
+    c = command(
+        "monitor",
+        cmd_monitor,
+        "find every occurrence of a library's items in a long recording or a stream (- : raw s16le PCM on stdin)",
+        json_lines=True,
+    )
+    c.add_argument("file", help="an audio file, or - for raw signed 16-bit little-endian PCM on stdin")
+    c.add_argument("--library", default="default", help="a fingerprint-v2 library")
+    c.add_argument("--rate", type=int, default=0, help="stdin: frames per second")
+    c.add_argument("--channels", type=int, default=1, help="stdin: interleaved channels (default 1)")
+    c.add_argument(
+        "--min-score", type=float, default=0.0, help="the confidence a match needs (0: the model's calibrated one)"
     )
     c = command("get", cmd_get, "show one item")
     c.add_argument("id", type=int)

@@ -40,7 +40,8 @@ def describe(d: dict[str, Any]) -> str:
 
 def emit(args: argparse.Namespace, doc: Any, text: str, stream: Any = None) -> None:
     if args.json:
-        print(json.dumps(doc, indent=2, default=str))
+        # JSON Lines commands (monitor) print every document, errors too, on one line.
+        print(json.dumps(doc, indent=None if getattr(args, "json_lines", False) else 2, default=str))
     else:
         print(text, file=stream or sys.stdout)
 

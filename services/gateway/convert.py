@@ -5,15 +5,18 @@ on either side cannot shift the others."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
+import numpy as np
 from audiosearch.catalog.v1 import catalog_pb2 as cat
 from audiosearch.embedder.v1 import embedder_pb2 as emb
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.search.v1 import search_pb2 as srch
 
 from services.common.convert import timestamp, vector_fields, vector_from_message
+from services.common.errors import InvalidArgument
 from services.common.vectors import Vector
+from services.gateway.monitor import ENDED, STARTED, SUMMARY, Event, Start
 from services.gateway.ports import (
     DELETING,
     PENDING,
@@ -86,6 +89,72 @@ def search_response(ranking: Ranking) -> pb.SearchAudioResponse:
         model=ranking.model,
         min_evidence=ranking.min_evidence,
         min_score=ranking.min_score,
+    )
+
+
+MONITOR_KINDS = {
+    STARTED: pb.MONITOR_EVENT_KIND_STARTED,
+    ENDED: pb.MONITOR_EVENT_KIND_ENDED,
+    SUMMARY: pb.MONITOR_EVENT_KIND_SUMMARY,
+}
+SAMPLE_TYPES = {pb.SAMPLE_TYPE_S16LE: "s16le", pb.SAMPLE_TYPE_F32LE: "f32le"}
+PCM_DTYPES = {"s16le": ("<i2", 1 / 32768), "f32le": ("<f4", 1.0)}  # numpy type, scale to +-1
+
+
+async def monitor_request(messages: AsyncIterable[pb.MonitorRequest]) -> tuple[Start, AsyncIterator[np.ndarray]]:
+    """A Monitor call's start message, and its audio as mono float32 samples
+    (read lazily, a message at a time, as the use case asks for them)."""
+    stream = aiter(messages)
+    first = await anext(stream, None)
+    if first is None or first.WhichOneof("request") != "start":
+        raise InvalidArgument("the first message of the stream must carry `start` (the library and audio format)")
+    s = first.start
+    start = Start(
+        library=s.library,
+        sample_rate=s.sample_rate,
+        channels=s.channels,
+        sample_type=SAMPLE_TYPES.get(s.sample_type, ""),
+        min_score=s.min_score,
+    )
+    return start, _pcm(stream, start)
+
+
+async def _pcm(stream: AsyncIterator[pb.MonitorRequest], start: Start) -> AsyncIterator[np.ndarray]:
+    """Raw interleaved PCM in chunks of any size -> mono float32 samples; a
+    frame split between messages is joined, and the whole must end on a
+    frame boundary. Only read once the use case has checked `start`."""
+    dtype, scale = PCM_DTYPES[start.sample_type]
+    frame = np.dtype(dtype).itemsize * start.channels
+    rest = b""
+    async for message in stream:
+        if message.WhichOneof("request") == "start":
+            raise InvalidArgument("only the first message of the stream may carry `start`")
+        data = rest + message.chunk
+        whole = len(data) - len(data) % frame
+        rest = data[whole:]
+        if whole:
+            samples = np.frombuffer(data[:whole], dtype=dtype).reshape(-1, start.channels)
+            mono = samples.astype(np.float32).mean(axis=1) * np.float32(scale)
+            yield np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
+    if rest:
+        raise InvalidArgument(
+            f"the audio ends inside a frame: {len(rest)} bytes left over "
+            f"(a frame is {frame} bytes: {start.channels} channels of {start.sample_type})"
+        )
+
+
+def monitor_event(e: Event) -> pb.MonitorEvent:
+    if e.occurrence is None or e.item is None:  # the summary
+        return pb.MonitorEvent(kind=MONITOR_KINDS[e.kind], scanned_seconds=e.scanned, occurrences=e.occurrences)
+    o = e.occurrence
+    return pb.MonitorEvent(
+        kind=MONITOR_KINDS[e.kind],
+        item=item_pb(e.item),
+        stream_range=pb.TimeRange(start_seconds=o.stream_start, end_seconds=o.stream_end),
+        item_range=pb.TimeRange(start_seconds=o.item_start, end_seconds=o.item_end),
+        played_seconds=o.played,
+        speed=o.speed,
+        confidence=o.confidence,
     )
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
+import numpy as np
+
 from services.gateway import insert, items, libraries, repair, search, stats
+from services.gateway import monitor as monitoring
 from services.gateway.ports import Backends, Item, Library, Segment
 from services.gateway.ranking import Ranking
 from services.gateway.reindex import Reindex
@@ -91,6 +94,11 @@ class Gateway:
     ) -> Ranking:
         max_top_k = self.settings.max_top_k
         return await search.search(self.backends, max_top_k, library, top_k, data, item_id, tags, min_score)
+
+    def monitor(self, start: monitoring.Start, audio: AsyncIterator[np.ndarray]) -> AsyncIterator[monitoring.Event]:
+        """Every occurrence of the library's items in a stream of mono
+        samples, as events (services/gateway/monitor.py)."""
+        return monitoring.monitor(self.backends, self.settings.max_top_k, start, audio)
 
     # Upkeep
 

@@ -56,6 +56,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         )
         return convert.search_response(ranking)
 
+    async def Monitor(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        start, audio = await convert.monitor_request(request_iterator)
+        events = self.gateway.monitor(start, audio)
+        async with contextlib.aclosing(events):  # closed at once when the caller goes away
+            async for event in events:
+                yield convert.monitor_event(event)
+
     async def GetAudio(self, request, context):  # type: ignore[no-untyped-def]
         return pb.GetAudioResponse(item=convert.item_pb(await self.gateway.get(request.id)))
 

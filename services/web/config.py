@@ -17,6 +17,9 @@ class WebConfig(TlsConfig):
     gateway_addr: str = "127.0.0.1:50051"
     # Largest multipart upload accepted (the gateway applies its own limit too).
     max_upload_bytes: int = 512 * 1024 * 1024
+    # The gateway's AUDIOSEARCH_MAX_TOP_K (the same variable): the largest
+    # top_k a search may ask for, written into /openapi.json and checked here.
+    max_top_k: int = 100
     # Upper bound for one call to the gateway.
     rpc_timeout_seconds: float = 300.0
     log_level: str = "INFO"
@@ -27,3 +30,5 @@ class WebConfig(TlsConfig):
         host, _, port = self.http_listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"{env_name('http_listen')}={self.http_listen!r}: use host:port")
+        if self.max_top_k < 1:
+            raise ConfigError(f"{env_name('max_top_k')}={self.max_top_k}: use 1 or more")

@@ -1,97 +1,64 @@
-// The web page: plain ES module, no build step. It talks only to the
+// The web page: plain ES modules, no build step. It talks only to the
 // HTTP/JSON API of this server (/v1/...), the same one /docs describes.
+// Each action reports beside itself (report(id, ...)), never in another's place.
 
-const $ = (id) => document.getElementById(id);
-const audioContext = new AudioContext();
+import { $, api, loadModelNotes, modelNote, onTokenChange, report } from "./api.js";
+import { loadItems } from "./items.js";
+import { clearResults, showResults, similarUrl } from "./results.js";
+import { uploadFiles } from "./uploads.js";
+import * as waveform from "./waveform.js";
 
-function setStatus(text, isError = false) {
-  $("status").textContent = text;
-  $("status").className = isError ? "error" : "";
-}
-
-// A bearer token, when the gateway wants one: kept for this tab only.
-const tokenInput = $("token");
-tokenInput.value = sessionStorage.getItem("audiosearch-token") || "";
-tokenInput.addEventListener("change", () => {
-  sessionStorage.setItem("audiosearch-token", tokenInput.value.trim());
-  loadLibraries().catch((error) => setStatus(error.message, true));
-});
-function authHeaders() {
-  const token = tokenInput.value.trim();
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-// Every API error is JSON: {"error": {"code", "message", "http_status"}}.
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = body.error || {};
-    throw new Error(`${error.code || response.status}: ${error.message || response.statusText}`);
-  }
-  return body;
-}
-
-function seconds(value) {
-  return `${Number(value).toFixed(1)} s`;
-}
+let libraries = [];
+const actions = { similar: moreLike, remove: deleteItem };
 
 // --- libraries ---------------------------------------------------------
 
+// What the chosen library's model, or the model for a new one, is for.
+function showModel(select, note) {
+  const chosen = libraries.find((l) => l.name === $("library").value) || {};
+  const model = select === "library" ? chosen.model : $("new-model").value;
+  const what = select === "library" ? `Uses ${model}` : `A new library on ${model}`;
+  $(note).textContent = model ? `${what}: ${modelNote(model).purpose}` : "";
+}
+
 async function loadLibraries(select = "") {
-  const [{ libraries }, stats] = await Promise.all([api("/v1/libraries"), api("/v1/stats")]);
+  const [listed, stats] = await Promise.all([api("/v1/libraries"), api("/v1/stats")]);
+  libraries = listed.libraries;
   const choice = $("library");
   const previous = select || choice.value;
-  choice.replaceChildren(
-    ...libraries.map((lib) => new Option(`${lib.name} (${lib.model})`, lib.name)),
-  );
+  choice.replaceChildren(...libraries.map((lib) => new Option(`${lib.name} (${lib.model})`, lib.name)));
   if (libraries.some((lib) => lib.name === previous)) choice.value = previous;
-  await loadItems();
+  $("delete-library").disabled = !libraries.length;
   const models = $("new-model");
   if (!models.options.length) {
-    for (const model of stats.models.filter((m) => m.available)) {
-      models.add(new Option(model.name, model.name, model.name === stats.default_model, model.name === stats.default_model));
+    for (const model of stats.models) {
+      const isDefault = model.name === stats.default_model;
+      const option = new Option(model.available ? model.name : `${model.name} (unavailable)`, model.name, isDefault, isDefault);
+      option.disabled = !model.available;
+      option.title = model.available ? modelNote(model.name).purpose : model.unavailable_reason;
+      models.add(option);
     }
   }
+  showModel("new-model", "new-model-note");
+  await libraryChanged();
 }
 
-// The library's items, each with a delete button.
-async function loadItems() {
-  const library = $("library").value;
-  const list = $("items");
-  list.replaceChildren();
-  if (!library) return;
-  const { items } = await api(`/v1/libraries/${encodeURIComponent(library)}/items?page_size=1000`);
-  for (const item of items) {
-    const row = document.createElement("li");
-    row.dataset.itemId = item.id;
-    const label = document.createElement("span");
-    label.textContent = `${item.name} (${seconds(item.duration_seconds)}) #${item.id} `;
-    const remove = document.createElement("button");
-    remove.textContent = "Delete";
-    remove.addEventListener("click", () => deleteItem(item, [row]));
-    row.append(label, remove);
-    list.append(row);
-  }
+// A new library: its items, and no results of the previous one.
+async function libraryChanged() {
+  clearSearch();
+  report("status", "");
+  report("library-status", "");
+  showModel("library", "library-model-note");
+  await loadItems($("library").value, actions);
 }
 
-async function deleteItem(item, nodes) {
-  if (!confirm(`Delete ${item.name} from ${item.library}?`)) return;
-  try {
-    await api(`/v1/items/${item.id}`, { method: "DELETE" });
-    for (const node of nodes) node.remove();
-    document.querySelectorAll(`[data-item-id="${item.id}"]`).forEach((node) => node.remove());
-    setStatus(`Deleted ${item.name}.`);
-  } catch (error) {
-    setStatus(error.message, true);
-  }
-}
-
-$("library").addEventListener("change", () => loadItems().catch((error) => setStatus(error.message, true)));
+$("library").addEventListener("change", () => libraryChanged());
+$("new-model").addEventListener("change", () => showModel("new-model", "new-model-note"));
 
 $("create-library").addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = $("new-library").value.trim();
+  report("create-status", "");
   try {
     await api("/v1/libraries", {
       method: "POST",
@@ -100,171 +67,117 @@ $("create-library").addEventListener("submit", async (event) => {
     });
     $("new-library").value = "";
     await loadLibraries(name);
-    setStatus(`Library ${name} created.`);
+    report("create-status", `Library ${name} created.`);
   } catch (error) {
-    setStatus(error.message, true);
+    report("create-status", error.message, true);
   }
 });
 
-// --- uploads, several at once, each with its progress ------------------
+$("delete-library").addEventListener("click", async () => {
+  const name = $("library").value;
+  if (!name || !confirm(`Delete the library ${name} with all its items? This cannot be undone.`)) return;
+  try {
+    const { deleted_items: count } = await api(`/v1/libraries/${encodeURIComponent(name)}`, { method: "DELETE" });
+    await loadLibraries();
+    report("library-status", `Deleted library ${name} and its ${count} items.`);
+  } catch (error) {
+    report("library-status", error.message, true);
+  }
+});
 
-function upload(file, library, row) {
-  return new Promise((resolve) => {
-    const form = new FormData();
-    form.append("file", file, file.name);
-    const request = new XMLHttpRequest(); // fetch has no upload progress
-    const bar = row.querySelector("progress");
-    const note = row.querySelector(".note");
-    request.upload.onprogress = (event) => {
-      if (event.lengthComputable) bar.value = event.loaded / event.total;
-    };
-    request.onload = () => {
-      let body = {};
-      try {
-        body = JSON.parse(request.responseText || "{}");
-      } catch {
-        body = { error: { message: `HTTP ${request.status}` } }; // a proxy's HTML page, say
-      }
-      if (request.status === 200) {
-        bar.value = 1;
-        note.textContent = body.created ? `added as #${body.item.id}` : `already there as #${body.item.id}`;
-      } else {
-        note.textContent = `failed: ${body.error ? body.error.message : request.status}`;
-        note.className = "note error";
-      }
-      resolve(request.status === 200);
-    };
-    request.onerror = () => {
-      note.textContent = "failed: network error";
-      note.className = "note error";
-      resolve(false);
-    };
-    request.open("POST", `/v1/libraries/${encodeURIComponent(library)}/items`);
-    for (const [name, value] of Object.entries(authHeaders())) request.setRequestHeader(name, value);
-    request.send(form);
-  });
+// --- items -------------------------------------------------------------
+
+async function deleteItem(item, nodes) {
+  if (!confirm(`Delete ${item.name} from ${item.library}?`)) return;
+  const where = nodes[0].closest("#results") ? "status" : "items-error";
+  try {
+    await api(`/v1/items/${item.id}`, { method: "DELETE" });
+    for (const node of nodes) node.remove();
+    document.querySelectorAll(`[data-item-id="${item.id}"]`).forEach((node) => node.remove());
+    report(where, `Deleted ${item.name}.`);
+  } catch (error) {
+    report(where, error.message, true);
+  }
 }
+
+$("items-more").addEventListener("click", () => loadItems($("library").value, actions, true));
 
 $("upload").addEventListener("click", async () => {
   const library = $("library").value;
-  const files = [...$("files").files];
-  if (!library || !files.length) {
-    setStatus("Pick a library and one or more files first.", true);
-    return;
-  }
-  const list = $("uploads");
-  list.replaceChildren();
-  const rows = files.map((file) => {
-    const row = document.createElement("li");
-    row.innerHTML = `<span class="file"></span><progress max="1" value="0"></progress> <span class="note"></span>`;
-    row.querySelector(".file").textContent = file.name;
-    list.append(row);
-    return row;
-  });
-  // Three at a time: parallel enough, without hundreds of open uploads.
-  let next = 0;
-  let ok = 0;
-  async function worker() {
-    while (next < files.length) {
-      const i = next++;
-      if (await upload(files[i], library, rows[i])) ok++;
-    }
-  }
-  await Promise.all([worker(), worker(), worker()]);
-  setStatus(`${ok} of ${files.length} uploaded to ${library}.`, ok < files.length);
-  await loadItems().catch(() => {});
+  await uploadFiles(library, [...$("files").files], splitTags($("upload-tags").value));
+  await loadItems(library, actions);
 });
-
-// --- waveforms ---------------------------------------------------------
-
-async function drawWaveform(canvas, arrayBuffer) {
-  const audio = await audioContext.decodeAudioData(arrayBuffer);
-  const samples = audio.getChannelData(0);
-  const context = canvas.getContext("2d");
-  const { width, height } = canvas;
-  context.clearRect(0, 0, width, height);
-  context.fillStyle = "#2a6fdb";
-  const step = Math.max(1, Math.floor(samples.length / width));
-  for (let x = 0; x < width; x++) {
-    let low = 1;
-    let high = -1;
-    for (let i = x * step; i < Math.min(samples.length, (x + 1) * step); i++) {
-      low = Math.min(low, samples[i]);
-      high = Math.max(high, samples[i]);
-    }
-    if (low > high) break;
-    context.fillRect(x, ((1 - high) / 2) * height, 1, Math.max(1, ((high - low) / 2) * height));
-  }
-  canvas.dataset.drawn = "true";
-  return audio.duration;
-}
 
 // --- search ------------------------------------------------------------
 
+function splitTags(text) {
+  return text.split(",").map((t) => t.trim()).filter(Boolean);
+}
+
+function filters() {
+  return { topK: $("top-k").value, minScore: $("min-score").value.trim(), tags: splitTags($("filter-tags").value) };
+}
+
+// No results and no query waveform: before a search, after a failed one, on a library switch.
+function clearSearch() {
+  clearResults();
+  waveform.clear($("query-wave"));
+  $("query-view").hidden = true;
+}
+
+function announce(results, response, what) {
+  const count = results.length === 1 ? "1 match" : `${results.length} matches`;
+  const threshold = response.min_score ? ` (score ≥ ${Number(response.min_score).toFixed(3)})` : "";
+  report("status", results.length ? `${count} ${what}${threshold}.` : `No match ${what}${threshold}.`);
+}
+
 async function search(file) {
   const library = $("library").value;
+  clearSearch();
   if (!library) {
-    setStatus("Pick or create a library first.", true);
+    report("status", "Pick or create a library first.", true);
     return;
   }
   $("query-view").hidden = false;
   $("query-name").textContent = `Query: ${file.name}`;
-  drawWaveform($("query-wave"), await file.arrayBuffer()).catch(() => {});
-  setStatus(`Searching ${library}…`);
+  $("query-wave").hidden = false;
+  const bytes = await file.arrayBuffer();
+  const drawn = waveform
+    .decode(bytes.slice(0))
+    .then((audio) => waveform.draw($("query-wave"), audio))
+    .catch(() => {}); // not audio the browser decodes: the search says what it is
+  report("status", `Searching ${library}…`);
   const form = new FormData();
+  const { topK, minScore, tags } = filters();
   form.append("file", file, file.name);
-  form.append("top_k", $("top-k").value);
+  form.append("top_k", topK);
+  if (minScore !== "") form.append("min_score", minScore);
+  for (const tag of tags) form.append("tags", tag);
   try {
-    const { results } = await api(`/v1/libraries/${encodeURIComponent(library)}/search`, { method: "POST", body: form });
-    showResults(results);
-    const count = results.length === 1 ? "1 match" : `${results.length} matches`;
-    setStatus(results.length ? `${count} in ${library}.` : `No match in ${library}.`);
+    const response = await api(`/v1/libraries/${encodeURIComponent(library)}/search`, { method: "POST", body: form });
+    showResults(response.results, response, actions);
+    announce(response.results, response, `in ${library}`);
   } catch (error) {
-    setStatus(error.message, true);
+    await drawn; // then cleared: not drawn after the error
+    clearSearch();
+    report("status", error.message, true);
   }
 }
 
-function showResults(results) {
-  const list = $("results");
-  list.replaceChildren();
-  results.forEach((result, i) => {
-    const node = $("result-template").content.firstElementChild.cloneNode(true);
-    const { item, item_range: range, query_range: query } = result;
-    node.dataset.itemId = item.id;
-    node.querySelector(".rank").textContent = `#${i + 1}`;
-    node.querySelector(".name").textContent = item.name;
-    // A landmark model (fingerprint-v2) scores by confidence and estimates the copy's speed and pitch.
-    const played = result.speed
-      ? ` · played ×${Number(result.speed).toFixed(3)}, pitch ×${Number(result.pitch).toFixed(3)}`
-      : "";
-    node.querySelector(".score").textContent =
-      (result.speed ? `confidence ${Number(result.score).toFixed(3)}` : `score ${Number(result.score).toFixed(3)}`) + played;
-    node.querySelector(".meta").textContent =
-      `matches ${seconds(range.start_seconds)}–${seconds(range.end_seconds)} of ${seconds(item.duration_seconds)}` +
-      ` (query ${seconds(query.start_seconds)}–${seconds(query.end_seconds)}) · ${item.library} #${item.id}`;
-    node.querySelector(".meta").dataset.start = range.start_seconds;
-    node.querySelector(".meta").dataset.end = range.end_seconds;
-    const segment = `/v1/items/${item.id}/audio?start=${range.start_seconds}&end=${range.end_seconds}`;
-    const player = node.querySelector(".player");
-    node.querySelector(".play").addEventListener("click", async () => {
-      if (!player.dataset.segment) {
-        // An audio element cannot send a token: with one, fetch the segment and play it from memory.
-        const token = authHeaders();
-        player.src = token.Authorization
-          ? URL.createObjectURL(await (await fetch(segment, { headers: token })).blob())
-          : segment;
-        player.dataset.segment = segment;
-      }
-      player.currentTime = 0;
-      player.play().catch(() => {}); // headless browsers may refuse to output sound
-    });
-    fetch(segment, { headers: authHeaders() })
-      .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.statusText))))
-      .then((buffer) => drawWaveform(node.querySelector(".wave"), buffer))
-      .catch(() => {});
-    node.querySelector(".delete").addEventListener("click", () => deleteItem(item, [node]));
-    list.append(node);
-  });
+async function moreLike(item) {
+  clearSearch();
+  $("query-view").hidden = false;
+  $("query-name").textContent = `More like ${item.name} (#${item.id}), from ${item.library}`;
+  $("query-wave").hidden = true;
+  report("status", `Looking for recordings like ${item.name}…`);
+  try {
+    const response = await api(similarUrl(item, filters()));
+    showResults(response.results, response, actions);
+    announce(response.results, response, `like ${item.name}`);
+  } catch (error) {
+    clearSearch();
+    report("status", error.message, true);
+  }
 }
 
 const drop = $("drop");
@@ -280,6 +193,9 @@ drop.addEventListener("drop", (event) => {
 });
 $("query").addEventListener("change", () => {
   if ($("query").files.length) search($("query").files[0]);
+  $("query").value = ""; // the same file again is a new search
 });
 
-loadLibraries().catch((error) => setStatus(`Cannot reach the API: ${error.message}`, true));
+const start = () => loadLibraries().catch((error) => report("library-status", `Cannot reach the API: ${error.message}`, true));
+onTokenChange(start);
+loadModelNotes().then(start);

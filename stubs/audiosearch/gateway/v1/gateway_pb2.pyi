@@ -27,6 +27,19 @@ class ReindexOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REINDEX_OUTCOME_SWITCHED: _ClassVar[ReindexOutcome]
     REINDEX_OUTCOME_UNCHANGED: _ClassVar[ReindexOutcome]
     REINDEX_OUTCOME_CANCELLED: _ClassVar[ReindexOutcome]
+
+class SampleType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLE_TYPE_UNSPECIFIED: _ClassVar[SampleType]
+    SAMPLE_TYPE_S16LE: _ClassVar[SampleType]
+    SAMPLE_TYPE_F32LE: _ClassVar[SampleType]
+
+class MonitorEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MONITOR_EVENT_KIND_UNSPECIFIED: _ClassVar[MonitorEventKind]
+    MONITOR_EVENT_KIND_STARTED: _ClassVar[MonitorEventKind]
+    MONITOR_EVENT_KIND_ENDED: _ClassVar[MonitorEventKind]
+    MONITOR_EVENT_KIND_SUMMARY: _ClassVar[MonitorEventKind]
 REPAIR_KIND_UNSPECIFIED: RepairKind
 REPAIR_KIND_ORPHAN_VECTORS: RepairKind
 REPAIR_KIND_UNFINISHED_DELETE: RepairKind
@@ -39,6 +52,13 @@ REINDEX_OUTCOME_UNSPECIFIED: ReindexOutcome
 REINDEX_OUTCOME_SWITCHED: ReindexOutcome
 REINDEX_OUTCOME_UNCHANGED: ReindexOutcome
 REINDEX_OUTCOME_CANCELLED: ReindexOutcome
+SAMPLE_TYPE_UNSPECIFIED: SampleType
+SAMPLE_TYPE_S16LE: SampleType
+SAMPLE_TYPE_F32LE: SampleType
+MONITOR_EVENT_KIND_UNSPECIFIED: MonitorEventKind
+MONITOR_EVENT_KIND_STARTED: MonitorEventKind
+MONITOR_EVENT_KIND_ENDED: MonitorEventKind
+MONITOR_EVENT_KIND_SUMMARY: MonitorEventKind
 
 class Library(_message.Message):
     __slots__ = ("name", "model", "dim", "description", "create_time", "window_seconds", "hop_seconds")
@@ -431,3 +451,47 @@ class ReindexLibraryResponse(_message.Message):
     previous_model: str
     detail: str
     def __init__(self, total_items: _Optional[int] = ..., reindexed_items: _Optional[int] = ..., skipped_items: _Optional[int] = ..., failed_items: _Optional[int] = ..., failure: _Optional[_Union[ReindexFailure, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., outcome: _Optional[_Union[ReindexOutcome, str]] = ..., library: _Optional[_Union[Library, _Mapping]] = ..., previous_model: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class MonitorStart(_message.Message):
+    __slots__ = ("library", "sample_rate", "channels", "sample_type", "min_score")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    sample_rate: int
+    channels: int
+    sample_type: SampleType
+    min_score: float
+    def __init__(self, library: _Optional[str] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sample_type: _Optional[_Union[SampleType, str]] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class MonitorRequest(_message.Message):
+    __slots__ = ("start", "chunk")
+    START_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    start: MonitorStart
+    chunk: bytes
+    def __init__(self, start: _Optional[_Union[MonitorStart, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class MonitorEvent(_message.Message):
+    __slots__ = ("kind", "item", "stream_range", "item_range", "played_seconds", "speed", "confidence", "scanned_seconds", "occurrences")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    STREAM_RANGE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_RANGE_FIELD_NUMBER: _ClassVar[int]
+    PLAYED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
+    kind: MonitorEventKind
+    item: AudioItem
+    stream_range: TimeRange
+    item_range: TimeRange
+    played_seconds: float
+    speed: float
+    confidence: float
+    scanned_seconds: float
+    occurrences: int
+    def __init__(self, kind: _Optional[_Union[MonitorEventKind, str]] = ..., item: _Optional[_Union[AudioItem, _Mapping]] = ..., stream_range: _Optional[_Union[TimeRange, _Mapping]] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., played_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., confidence: _Optional[float] = ..., scanned_seconds: _Optional[float] = ..., occurrences: _Optional[int] = ...) -> None: ...

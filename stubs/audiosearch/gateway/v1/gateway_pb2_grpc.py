@@ -101,6 +101,11 @@ class GatewayServiceStub:
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.FromString,
                 _registered_method=True)
+        self.Monitor = channel.stream_stream(
+                '/audiosearch.gateway.v1.GatewayService/Monitor',
+                request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorEvent.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -220,6 +225,31 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Monitor(self, request_iterator, context):
+        """Scans a long recording or a live stream for every occurrence of every
+        item of a library, with where it starts and ends on both sides and the
+        speed it is played at. The first message carries `start` (the library
+        and the audio format), every later one a chunk of raw PCM of any size.
+        The gateway analyses the audio as it arrives, in overlapping stretches
+        (docs/monitoring.md), and streams back an event when an occurrence
+        becomes confident (STARTED), when it is over (ENDED, with its final
+        ranges) and, once the input ends, a SUMMARY as the last message. It
+        reads the next chunk only when it needs it, so a sender faster than
+        the analysis is slowed down by flow control, and its memory is bounded
+        by one stretch, not by the stream. Errors: INVALID_ARGUMENT when the
+        first message carries no `start`, the format is invalid (sample rate
+        outside 1000..384000, channels outside 1..64, no sample type) or the
+        audio ends inside a frame; NOT_FOUND for an unknown library;
+        FAILED_PRECONDITION when the library's model is not a landmark
+        fingerprint (fingerprint-v2): monitoring needs the offset and speed
+        its match decision estimates. With auth on, it needs read access to
+        the library.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +317,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ReindexLibrary,
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.FromString,
                     response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.SerializeToString,
+            ),
+            'Monitor': grpc.stream_stream_rpc_method_handler(
+                    servicer.Monitor,
+                    request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorRequest.FromString,
+                    response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -642,6 +677,33 @@ class GatewayService:
             '/audiosearch.gateway.v1.GatewayService/ReindexLibrary',
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryRequest.SerializeToString,
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.ReindexLibraryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Monitor(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/audiosearch.gateway.v1.GatewayService/Monitor',
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorRequest.SerializeToString,
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.MonitorEvent.FromString,
             options,
             channel_credentials,
             insecure,
