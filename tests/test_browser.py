@@ -112,3 +112,63 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     assert seen["docs_title"].startswith("audiosearch") and seen["docs_operations"] >= 10
     assert seen["docs_authorize"] == 1
     assert screenshot.stat().st_size > 10_000
+
+
+LISTEN_SCRIPT = ROOT / "tests" / "browser" / "listen.mjs"
+
+
+async def test_the_page_listens_to_the_microphone(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Listen with Chromium's fake microphone playing a recording of an
+    indexed item: "now playing" while it plays, the timeline after Stop
+    (screenshots at AUDIOSEARCH_LISTEN_SCREENSHOT, and -playing beside it)."""
+    tools_or_fail()
+    import numpy as np
+    from audiosearch.gateway.v1 import gateway_pb2 as pb
+    from scipy.signal import resample_poly
+
+    from tests.sounds import encode, music
+    from tests.test_gateway import insert_stream
+
+    rate = 22050
+    await stack.gateway.CreateLibrary(pb.CreateLibraryRequest(name="radio", model="fingerprint-v2"))
+    tracks = {seed: music(seed, 60.0) for seed in (1, 2)}
+    for seed, x in tracks.items():
+        await stack.gateway.InsertAudio(insert_stream("radio", f"song{seed}.wav", encode(x, rate=rate)))
+    # 30 s of song2 from its 0:10, at 44.1 kHz (Chromium's fake microphone's rate).
+    heard = resample_poly(tracks[2][10 * rate : 40 * rate], 2, 1)
+    wav = tmp_path / "heard.wav"
+    sf.write(wav, np.clip(0.8 * heard, -1, 1), 2 * rate, subtype="PCM_16")
+    screenshot = Path(os.environ.get("AUDIOSEARCH_LISTEN_SCREENSHOT", tmp_path / "listen.png"))
+    async with web_server(stack.address("gateway")) as base:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(LISTEN_SCRIPT),
+            base,
+            str(screenshot),
+            str(wav),
+            "radio",
+            "song2.wav",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 240)
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-3000:]
+    seen = json.loads(lines[-1])
+    assert process.returncode == 0, (seen, err.decode()[-3000:])
+    assert seen["stop_enabled"] is True
+    assert seen["now_playing"] == "now playing: song2.wav", seen
+    assert seen["status_listening"] == "Listening, in radio…"
+    # After Stop: the occurrence in the timeline, the summary, nothing playing.
+    assert seen["timeline"] and all("song2.wav" in entry for entry in seen["timeline"]), seen["timeline"]
+    assert "its 0:1" in seen["timeline"][0]  # from about 0:10 of the item
+    assert seen["status"].endswith("of audio.") and seen["now_playing_after"] == ""
+    socket, refused = seen["sockets"]
+    assert socket["url"] == "/v1/libraries/radio/monitor/live" and socket["sent_text"] == ["end"]
+    assert socket["sent_frames"] > 50 and socket["closed"] is True
+    # A library that is not fingerprint-v2: the gateway's error, said under Listen.
+    assert refused["url"] == "/v1/libraries/textures/monitor/live" and refused["closed"] is True
+    assert seen["wrong_library"].startswith("FAILED_PRECONDITION: ") and "fingerprint-v2" in seen["wrong_library"]
+    assert seen["timeline_after_error"] == 0
+    assert seen["page_errors"] == [] and seen["console_errors"] == []
+    assert screenshot.stat().st_size > 10_000

@@ -14,6 +14,8 @@ from services.common import config as cfg
 from services.common.channels import open_blocking_channel
 
 TIMEOUT = 600.0
+# The library index, search, ls, monitor and reindex use without --library.
+DEFAULT_LIBRARY = "default"
 # A service restarting behind the gateway answers UNAVAILABLE for a while:
 # the waits between retries of one call, about a minute in all.
 INSERT_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)

@@ -13,9 +13,10 @@ from services.common.chunks import Make, file_messages
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
 
 
-def audio_files(paths: list[str], skipped: list[str] | None = None) -> Iterator[Path]:
+def audio_files(paths: list[str], skipped: list[str] | None = None, missing: list[str] | None = None) -> Iterator[Path]:
     """The audio files named or under the folders named; others found in
-    the folders go to `skipped`."""
+    the folders go to `skipped`, paths that do not exist to `missing`
+    (without it: an error)."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -28,6 +29,8 @@ def audio_files(paths: list[str], skipped: list[str] | None = None) -> Iterator[
                         skipped.append(str(Path(root) / name))
         elif path.is_file():
             yield path
+        elif missing is not None:
+            missing.append(raw)
         else:
             raise CliError("NOT_FOUND", f"no such file or directory: {raw}")
 

@@ -1,5 +1,7 @@
 """What a command prints: one JSON document with --json (errors too:
-{"error": {"code", "message"}}), else text for a terminal."""
+{"error": {"code", "message"}}), else text for a terminal. The JSON is
+the HTTP API's (services/common/jsonview.py) but for 64-bit integers,
+which proto3's JSON mapping prints as strings: the CLI prints numbers."""
 
 from __future__ import annotations
 
@@ -23,6 +25,37 @@ class SystemExitWith(Exception):
         self.doc, self.text, self.code = doc, text, code
 
 
+# The int64 fields of the gateway's messages (ids and counts): numbers in the CLI's JSON.
+INTEGER_FIELDS = frozenset(
+    {
+        "id",
+        "item_id",
+        "items",
+        "pending_items",
+        "indexed_items",
+        "vectors",
+        "deleted_items",
+        "total_items",
+        "reindexed_items",
+        "skipped_items",
+        "failed_items",
+        "total_bytes",
+    }
+)
+
+
+def numbers(doc: Any) -> Any:
+    """`doc` with the numeric strings of INTEGER_FIELDS as JSON numbers."""
+    if isinstance(doc, dict):
+        return {
+            k: int(v) if k in INTEGER_FIELDS and isinstance(v, str) and v.lstrip("-").isdigit() else numbers(v)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [numbers(v) for v in doc]
+    return doc
+
+
 def printable(text: str) -> str:
     """`text` for a terminal: what would move the cursor, recolour or reorder
     it (controls, a right-to-left override in a file name) as escapes."""
@@ -41,7 +74,7 @@ def describe(d: dict[str, Any]) -> str:
 def emit(args: argparse.Namespace, doc: Any, text: str, stream: Any = None) -> None:
     if args.json:
         # JSON Lines commands (monitor) print every document, errors too, on one line.
-        print(json.dumps(doc, indent=None if getattr(args, "json_lines", False) else 2, default=str))
+        print(json.dumps(numbers(doc), indent=None if getattr(args, "json_lines", False) else 2, default=str))
     else:
         print(text, file=stream or sys.stdout)
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Every route calls the gateway's gRPC API (`audiosearch.gateway.v1.GatewayService`)
 and answers the proto3 JSON of its response: the same fields, `.proto` names, int64 ids as strings.
 Errors are `{"error": {"code", "message", "http_status"}}`, with the HTTP status of the gRPC code.
-With auth on at the gateway, send `Authorization: Bearer TOKEN` (the Authorize button)."""
+With auth on at the gateway, send `Authorization: Bearer TOKEN` (the Authorize button).
+Live monitoring is a WebSocket, outside this document: `/v1/libraries/{library}/monitor/live` (docs/web.md)."""
 
 
 def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:

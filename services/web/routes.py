@@ -15,13 +15,14 @@ from typing import Annotated, Any
 import grpc
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile, WebSocket
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf import json_format
 
 from services.common.chunks import reader_messages
 from services.common.jsonview import message_dict
+from services.web import monitor
 from services.web.config import WebConfig
 from services.web.errors import HttpError
 from services.web.limits import SETTING, auth, check_upload
@@ -189,3 +190,38 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
             yield pb.SearchAudioRequest(params=params)
 
         return await json(request, gateway.SearchAudio, messages())
+
+    # Monitoring (services/web/monitor.py, docs/monitoring.md)
+
+    ndjson = {"application/x-ndjson": {"schema": {"type": "string"}}}
+
+    @app.post(
+        "/v1/libraries/{library}/monitor",
+        tags=["monitor"],
+        response_class=StreamingResponse,
+        responses={200: {"content": ndjson, "description": monitor.NDJSON_DOC}, **errors(404, 413)},
+    )
+    async def monitor_file(
+        request: Request,
+        library: LibraryName,
+        file: Annotated[UploadFile, File(description=f"a recording: WAV, FLAC, OGG or MP3, up to {SETTING}")],
+        min_score: Annotated[float, Form(description="the confidence a match needs; 0: the library's own")] = 0.0,
+    ) -> StreamingResponse:
+        """Every occurrence of the library's items in the recording (a library
+        of a landmark fingerprint model, fingerprint-v2), as NDJSON: one JSON
+        object per event as the gateway finds it, the summary last. An error
+        before the first event is an error answer; one after it, a last line
+        `{"error": ...}`. Live audio: the WebSocket `/v1/libraries/{library}/monitor/live`
+        (docs/web.md)."""
+        check_upload(file, config.max_upload_bytes)
+        name = Path(file.filename or "upload").name
+        rate, channels, kind, blocks = monitor.decoder(file.file, name)
+        start = pb.MonitorStart(
+            library=library, sample_rate=rate, channels=channels, sample_type=kind, min_score=min_score
+        )
+        call = gateway.Monitor(monitor.file_requests(start, blocks), metadata=auth(request))
+        return StreamingResponse(await monitor.ndjson(call), media_type="application/x-ndjson")
+
+    @app.websocket("/v1/libraries/{library}/monitor/live")
+    async def monitor_live(websocket: WebSocket, library: str) -> None:
+        await monitor.live(websocket, gateway, library)

@@ -7,9 +7,12 @@ export const $ = (id) => document.getElementById(id);
 const tokenInput = $("token");
 tokenInput.value = sessionStorage.getItem("audiosearch-token") || "";
 
+export function token() {
+  return tokenInput.value.trim();
+}
+
 export function authHeaders() {
-  const token = tokenInput.value.trim();
-  return token ? { Authorization: `Bearer ${token}` } : {};
+  return token() ? { Authorization: `Bearer ${token()}` } : {};
 }
 
 export function onTokenChange(callback) {
