@@ -132,6 +132,14 @@ EVAL_COPIES_ARGS ?= $(if $(filter fingerprint-v1,$(EVAL_MODEL)),--library-hours 
 eval-copies: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
 	$(PY) eval/copies.py --corpus $(EVAL_CORPUS) --model $(EVAL_MODEL) --out eval/results $(EVAL_COPIES_ARGS)
 
+# Stream monitoring through the real services (eval/monitor.py): a seeded
+# test broadcast of indexed soundtracks among held-out ones, scanned with the
+# Monitor RPC (about 2 minutes here; EVAL_MONITOR_ARGS=--quick: about 1).
+.PHONY: eval-monitor
+EVAL_MONITOR_ARGS ?=
+eval-monitor: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
+	$(PY) eval/monitor.py --corpus $(EVAL_CORPUS) --out eval/results $(EVAL_MONITOR_ARGS)
+
 # Performance on this machine, each figure a ratio to a baseline measured in
 # the same run (about 15 minutes here, plus the fingerprint's cost curve):
 # embedder throughput against panns_inference, indexing and search through

@@ -197,9 +197,10 @@ async def test_the_cli_prints_each_occurrence_as_a_json_line(stack, monkeypatch,
     args = ["monitor", str(path), "--library", "nosuch", "--json"]
     assert await asyncio.to_thread(cli.main, args) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "NOT_FOUND"  # --json: on stdout
-    # And without --rate, a clear error.
-    assert cli.main(["monitor", "-", "--library", "songs"]) == 1
-    assert "--rate" in capsys.readouterr().err
+    # And without --rate, a usage error: exit 2, naming the option.
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["monitor", "-", "--library", "songs"])
+    assert usage.value.code == 2 and "--rate" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -104,3 +104,21 @@ def test_speed_is_weighted_and_lines_follow_it() -> None:
     assert two.played == 20.0
     assert two.matches == 3
     assert ended[1].occurrence.confidence == 0.995
+
+
+def test_a_passage_the_item_repeats_is_not_another_occurrence() -> None:
+    # Item 4 repeats itself every 11 s; it plays from its 111.2 s at stream
+    # 0.2 s (item time = stream time + 111). The first window matches the
+    # repeat 11 s earlier, a later one the repeat 11 s later: one occurrence,
+    # on the line the other windows agree on.
+    events = run(
+        [
+            [match(4, (0.5, 6.0), 100.5)],
+            [match(4, (0.2, 9.5), 111.2)],
+            [match(4, (3.0, 13.0), 114.0)],
+            [match(4, (7.0, 17.0), 129.0)],
+            [match(4, (10.0, 20.0), 121.0)],
+        ]
+    )
+    assert [e[:2] for e in events] == [(STARTED, 4), (ENDED, 4)]
+    assert events[1][2:] == pytest.approx((0.2, 20.0, 111.2, 131.0))

@@ -106,9 +106,11 @@ class Embedder:
         window: float = 0.0,
         hop: float = 0.0,
         query: bool = False,
+        single_framing: bool = False,
     ) -> EmbedResult:
         """Embeds a recording in windows of `window` s every `hop` s (0: the
-        model's defaults)."""
+        model's defaults); `single_framing`: a landmark query at one STFT
+        framing (EmbedOptions.single_framing)."""
         model = self.registry.get(model_name)
         info = model.info
         window, hop = window_and_hop(info, window, hop)
@@ -119,7 +121,7 @@ class Embedder:
         if info.whole_signal:  # the model sees the whole recording at once
             whole = cast(WholeSignalModel, model)
             vectors, offsets = await asyncio.to_thread(
-                lambda: whole.embed_signal(audio.collect(decoder), window, hop, query)
+                lambda: whole.embed_signal(audio.collect(decoder), window, hop, query, single_framing)
             )
             embeddings = vectors if isinstance(vectors, Embeddings) else Embeddings(vectors)
         else:

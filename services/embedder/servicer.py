@@ -46,7 +46,13 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         async with self.embedder.admission.turn():  # before the upload is read: it counts towards memory
             options, data = await uploads.collect(request_iterator, "options", self.embedder.config.max_upload_bytes)
             result = await self.embedder.embed(
-                data, options.model, options.top_tags, options.window_seconds, options.hop_seconds, options.query
+                data,
+                options.model,
+                options.top_tags,
+                options.window_seconds,
+                options.hop_seconds,
+                options.query,
+                options.single_framing,
             )
         return pb.EmbedResponse(
             model=model_pb(result.model, True, "", window=result.window, hop=result.hop),

@@ -62,9 +62,23 @@ class EmbedderClient(_Client):
         return [convert.model_status(m) for m in response.models], response.default_model
 
     async def embed(
-        self, data: bytes, model: str, top_tags: int, window: float, hop: float, query: bool = False
+        self,
+        data: bytes,
+        model: str,
+        top_tags: int,
+        window: float,
+        hop: float,
+        query: bool = False,
+        single_framing: bool = False,
     ) -> Embedded:
-        options = emb.EmbedOptions(model=model, top_tags=top_tags, window_seconds=window, hop_seconds=hop, query=query)
+        options = emb.EmbedOptions(
+            model=model,
+            top_tags=top_tags,
+            window_seconds=window,
+            hop_seconds=hop,
+            query=query,
+            single_framing=single_framing,
+        )
         stream = async_byte_messages(options, data, lambda o, c: emb.EmbedRequest(options=o, chunk=c))
         return convert.embedded(await self._call("Embed", stream))
 

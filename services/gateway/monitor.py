@@ -3,9 +3,13 @@ item of a library, with its start, end and speed (GatewayService.Monitor).
 
 The audio arrives as mono float32 samples (the servicer's converter turns
 the client's PCM into them). Every HOP seconds of stream the last WINDOW
-seconds are searched exactly as an uploaded clip is (`search.search`, the
-landmark decision of services/gateway/landmarks.py); WINDOW > HOP, so a
-stretch cut by one window's edge lies whole in the next. Each confident
+seconds are searched as an uploaded clip is (`search.search`: embedded as a
+query, then the landmark decision of services/gateway/landmarks.py), but at
+one STFT framing (EmbedOptions.single_framing: HOP is not a whole number of
+STFT hops, so consecutive windows start at different framings anyway) and
+with the library segments fetched for the decision kept between windows
+(KeptSegments); WINDOW > HOP, so a stretch cut by one window's edge lies
+whole in the next. Each confident
 result's query range is moved to stream time and handed to the tracker
 (services/gateway/occurrences.py), whose events are yielded as they come.
 At the end of the input the tail is analysed, every open occurrence ends
@@ -18,15 +22,18 @@ import dataclasses
 import io
 import math
 import wave
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.text import quoted
-from services.gateway import access, search
+from services.gateway import access
 from services.gateway.occurrences import ENDED, STARTED, Match, Occurrence, Tracker
-from services.gateway.ports import Backends, Item
+from services.gateway.ports import Backends, Item, VectorPort, Window
+from services.gateway.ranking import Query, Threshold, rank_landmarks
 from services.gateway.steps import model_status
 
 __all__ = ["ENDED", "STARTED", "SUMMARY", "Event", "Start", "monitor"]
@@ -36,6 +43,7 @@ HOP = 5.0  # s between the starts of two windows
 TOLERANCE = 1.0  # s: how far from an occurrence's line a match may be and still continue it
 MIN_TAIL = 1.0  # s: a shorter stretch left at the end is covered by the last full window only
 CANDIDATES = 10  # results asked of each window's search
+KEPT_SEGMENTS = 20000  # library segments kept between windows (about 100 landmarks each)
 MIN_RATE, MAX_RATE = 1000, 384000
 MAX_CHANNELS = 64
 SAMPLE_TYPES = ("s16le", "f32le")
@@ -103,6 +111,9 @@ async def monitor(
             f"library {quoted(lib.name)} uses {lib.model}, which gives no offset or speed to follow a stream "
             "with: monitoring needs a landmark fingerprint (fingerprint-v2; audiosearch reindex moves a library)"
         )
+    backends = dataclasses.replace(backends, vectors=KeptSegments(backends.vectors))
+    threshold = Threshold(min_score=start.min_score or model.min_confidence, min_evidence=0.0)
+    top_k = min(CANDIDATES, max_top_k)
     rate, tracker = start.sample_rate, Tracker(tolerance=TOLERANCE, gap=WINDOW)
     window, hop = round(WINDOW * rate), round(HOP * rate)
     items: dict[int, Item] = {}
@@ -113,12 +124,15 @@ async def monitor(
     analysed = 0  # stream sample up to which windows were analysed
 
     async def analyse(first: int, last: int) -> list[Event]:
-        stretch = buffer[first - base : last - base]
-        top_k = min(CANDIDATES, max_top_k)
-        clip = wav_bytes(stretch, rate)
-        ranking = await search.search(backends, max_top_k, start.library, top_k, clip, min_score=start.min_score)
+        # As search.search does with an uploaded clip, at one STFT framing:
+        # overlapping windows start at other framings anyway.
+        clip = wav_bytes(buffer[first - base : last - base], rate)
+        embedded = await backends.embedder.embed(
+            clip, lib.model, 0, lib.window, lib.hop, query=True, single_framing=True
+        )
+        query = Query(windows=embedded.windows, duration=embedded.duration, window=embedded.window, hop=embedded.hop)
         offset, matches = first / rate, []
-        for r in ranking.results:
+        for r in await rank_landmarks(backends, lib, query, top_k, [], [], threshold):
             items[r.item.id] = r.item
             matches.append(
                 Match(
@@ -151,6 +165,38 @@ async def monitor(
     for e in tracker.close():
         yield _event(e.kind, e.occurrence, items)
     yield Event(SUMMARY, scanned=total / rate, occurrences=tracker.ended)
+
+
+class KeptSegments:
+    """The vector store, with the library segments fetched for the match
+    decision kept (the latest KEPT_SEGMENTS): consecutive windows of a
+    stream overlap, and fetch mostly the segments of the items playing."""
+
+    def __init__(self, vectors: VectorPort, limit: int = KEPT_SEGMENTS) -> None:
+        self._vectors, self._limit = vectors, limit
+        self._kept: OrderedDict[tuple[int, int], Window | None] = OrderedDict()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vectors, name)
+
+    async def get_many(self, library: str, windows: dict[int, Sequence[int]]) -> dict[int, list[Window]]:
+        missing = {i: [k for k in ks if (i, k) not in self._kept] for i, ks in windows.items()}
+        missing = {i: ks for i, ks in missing.items() if ks}
+        if missing:
+            got = await self._vectors.get_many(library, missing)
+            for i, ks in missing.items():
+                found = {w.index: w for w in got.get(i, [])}
+                for k in ks:
+                    self._kept[(i, k)] = found.get(k)
+        out: dict[int, list[Window]] = {}
+        for i, ks in windows.items():
+            for k in ks:
+                self._kept.move_to_end((i, k))
+            kept = (self._kept[(i, k)] for k in sorted(set(ks)))
+            out[i] = [w for w in kept if w is not None]
+        while len(self._kept) > self._limit:
+            self._kept.popitem(last=False)
+        return out
 
 
 def _event(kind: str, occurrence: Occurrence, items: dict[int, Item]) -> Event:

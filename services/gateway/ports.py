@@ -149,7 +149,14 @@ class Segment:
 class EmbedderPort(Protocol):
     async def models(self) -> tuple[list[ModelStatus], str]: ...
     async def embed(
-        self, data: bytes, model: str, top_tags: int, window: float, hop: float, query: bool = False
+        self,
+        data: bytes,
+        model: str,
+        top_tags: int,
+        window: float,
+        hop: float,
+        query: bool = False,
+        single_framing: bool = False,  # a landmark query at one STFT framing (EmbedOptions.single_framing)
     ) -> Embedded: ...
 
 

@@ -66,10 +66,11 @@ class WholeSignalModel(EmbeddingModel, Protocol):
     """A model whose info says `whole_signal`."""
 
     def embed_signal(
-        self, audio: np.ndarray, window: float, hop: float, query: bool = False
+        self, audio: np.ndarray, window: float, hop: float, query: bool = False, single_framing: bool = False
     ) -> tuple[Embeddings | list[Sparse], list[float]]:
         """Embeds a whole recording in windows of `window` s every `hop` s:
-        (the embeddings, or their sparse vectors alone; the window offsets)."""
+        (the embeddings, or their sparse vectors alone; the window offsets).
+        `single_framing`: a landmark query at one STFT framing only."""
 
 
 class LabelledModel(EmbeddingModel, Protocol):

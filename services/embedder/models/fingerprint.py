@@ -184,7 +184,7 @@ class FingerprintModel:
         return Sparse(keys.astype(np.uint32), np.full(len(keys), weight, dtype=np.float32))
 
     def embed_signal(
-        self, audio: np.ndarray, window: float, hop: float, query: bool = False
+        self, audio: np.ndarray, window: float, hop: float, query: bool = False, single_framing: bool = False
     ) -> tuple[list[Sparse], list[float]]:
         """Fingerprints a whole recording and cuts it into windows: peaks
         and pairs are found once, across window borders."""

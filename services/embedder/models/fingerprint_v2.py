@@ -222,13 +222,14 @@ class FingerprintV2Model:
         return tuple(np.concatenate(part) for part in out)  # type: ignore[return-value]
 
     def embed_signal(
-        self, audio: np.ndarray, window: float, hop: float, query: bool = False
+        self, audio: np.ndarray, window: float, hop: float, query: bool = False, single_framing: bool = False
     ) -> tuple[Embeddings, list[float]]:
         """Library items: contiguous segments of `window` s, each landmark
         once. Queries: one chunk per QUERY_CHUNK_SECONDS (at most), each
-        sent once per hypothesis, with the hypothesis on the window."""
+        sent once per hypothesis, with the hypothesis on the window;
+        `single_framing`: at STFT framing 0 only (no extra QUERY_PHASES)."""
         if query:
-            return self._query(audio)
+            return self._query(audio, single_framing)
         times, lf, lr, ldt, _ = self.signal_pairs(audio, PEAKS_PER_SECOND)
         order = np.argsort(times, kind="stable")
         times, lf, lr, ldt = times[order], lf[order], lr[order], ldt[order]
@@ -243,7 +244,7 @@ class FingerprintV2Model:
             vectors.append(_segment(keys[a:b], times[a:b] - start))
         return Embeddings(vectors), starts
 
-    def _query(self, audio: np.ndarray) -> tuple[Embeddings, list[float]]:
+    def _query(self, audio: np.ndarray, single_framing: bool = False) -> tuple[Embeddings, list[float]]:
         """A query: one chunk per QUERY_CHUNK_SECONDS (at most), each under
         every hypothesis. Its landmarks at STFT framing 0 are searched; those
         found at the other QUERY_PHASES go along for the decision only."""
@@ -254,7 +255,8 @@ class FingerprintV2Model:
             return times[order] + shift / RATE, lf[order], lr[order], ldt[order], rank[order]
 
         duration = len(audio) / RATE
-        shifts = QUERY_PHASES if duration <= PHASED_QUERY_SECONDS else QUERY_PHASES[:1]
+        phased = duration <= PHASED_QUERY_SECONDS and not single_framing
+        shifts = QUERY_PHASES if phased else QUERY_PHASES[:1]
         searched, *others = (framed(shift) for shift in shifts)
         decided = _joined(others)
         chunks = max(1, int(np.ceil(duration / QUERY_CHUNK_SECONDS - 1e-9)))

@@ -51,18 +51,20 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
 
 class EmbedOptions(_message.Message):
-    __slots__ = ("model", "top_tags", "window_seconds", "hop_seconds", "query")
+    __slots__ = ("model", "top_tags", "window_seconds", "hop_seconds", "query", "single_framing")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOP_TAGS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_FRAMING_FIELD_NUMBER: _ClassVar[int]
     model: str
     top_tags: int
     window_seconds: float
     hop_seconds: float
     query: bool
-    def __init__(self, model: _Optional[str] = ..., top_tags: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., query: _Optional[bool] = ...) -> None: ...
+    single_framing: bool
+    def __init__(self, model: _Optional[str] = ..., top_tags: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., query: _Optional[bool] = ..., single_framing: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("options", "chunk")
