@@ -85,21 +85,32 @@ def _wave(f: IO[bytes], name: str) -> tuple[int, int, int, Iterator[bytes]]:
     return w.getframerate(), w.getnchannels(), pb.SAMPLE_TYPE_S16LE, iter(lambda: w.readframes(frames), b"")
 
 
-async def file_requests(start: pb.MonitorStart, blocks: Iterator[bytes]) -> AsyncIterator[pb.MonitorRequest]:
-    """The start, then the blocks, each decoded in a thread; gRPC asks for the next when it can send it."""
-    yield pb.MonitorRequest(start=start)
-    while (block := await asyncio.to_thread(next, blocks, None)) is not None:
-        if block:
-            yield pb.MonitorRequest(chunk=block)
+async def send_file(call: Any, start: pb.MonitorStart, blocks: Iterator[bytes]) -> None:
+    """The start, then the blocks (each decoded in a thread), one write at a
+    time, so gRPC flow control paces them. A write refused because the call
+    is over (an unknown library, say) stops quietly: the reader reports the
+    call's own status. With a request iterator instead, gRPC could report
+    that refused write as INTERNAL ("Internal error from Core")."""
+    try:
+        await call.write(pb.MonitorRequest(start=start))
+        while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+            if block:
+                await call.write(pb.MonitorRequest(chunk=block))
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
 
 
-async def ndjson(call: Any) -> AsyncIterator[bytes]:
-    """The NDJSON body of the call's events, once the first has come (errors before it are HttpErrors)."""
+async def ndjson(call: Any, writer: asyncio.Task) -> AsyncIterator[bytes]:
+    """The NDJSON body of the call's events, once the first has come (errors
+    before it are HttpErrors); `writer` sends the audio meanwhile."""
     try:
         first = await call.read()
     except grpc.aio.AioRpcError as exc:
+        writer.cancel()
         raise HttpError.from_rpc(exc) from None
     if first is grpc.aio.EOF:
+        writer.cancel()
         raise HttpError(500, "INTERNAL", "the gateway ended the stream without a summary")
 
     async def body() -> AsyncIterator[bytes]:
@@ -110,6 +121,7 @@ async def ndjson(call: Any) -> AsyncIterator[bytes]:
         except grpc.aio.AioRpcError as exc:  # after the first line: the error is the last line
             yield json.dumps(HttpError.from_rpc(exc).body()).encode() + b"\n"
         finally:
+            writer.cancel()
             call.cancel()  # a no-op once it is over; stops the scan if the client left
 
     return body()

@@ -8,6 +8,7 @@ they are for operators, through the CLI.
 No `from __future__ import annotations` here: the parameter annotations use
 the config (top_k's range), which FastAPI could not resolve from strings."""
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -219,8 +220,9 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
         start = pb.MonitorStart(
             library=library, sample_rate=rate, channels=channels, sample_type=kind, min_score=min_score
         )
-        call = gateway.Monitor(monitor.file_requests(start, blocks), metadata=auth(request))
-        return StreamingResponse(await monitor.ndjson(call), media_type="application/x-ndjson")
+        call = gateway.Monitor(metadata=auth(request))
+        writer = asyncio.create_task(monitor.send_file(call, start, blocks))
+        return StreamingResponse(await monitor.ndjson(call, writer), media_type="application/x-ndjson")
 
     @app.websocket("/v1/libraries/{library}/monitor/live")
     async def monitor_live(websocket: WebSocket, library: str) -> None:
