@@ -51,6 +51,7 @@ MIN_LAMBDA = 0.05  # chance pairs per window are never taken as fewer than this
 AS_RECORDED_SHARE = 0.5  # of the false-alarm budget, for the line at speed = pitch = 1 (see `tries`)
 AS_RECORDED = (1.0, 1.0)
 QUERY_JITTER = 0.016  # s: copies of one query anchor from different STFT phases
+MAX_EVIDENCE_GAP = 2.0  # s: a gap this long on the line ends the stretch a match reports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,13 @@ def align(
         if abs(fitted / speed - 1) <= max(slope_span, step) * 1.5:
             estimate = float(fitted)
     offset = float(np.median(ti[on] - estimate * tq[on]))
-    return Alignment(m, chance, estimate, offset, float(tq[on].min()), float(tq[on].max()))
+    # The stretch the evidence covers: the longest run of the line's query
+    # landmarks without a gap over MAX_EVIDENCE_GAP, so a stray chance
+    # landmark on the line, seconds away, does not stretch it.
+    times = np.sort(tq[on])
+    runs = np.split(times, np.flatnonzero(np.diff(times) > MAX_EVIDENCE_GAP) + 1)
+    covered = max(runs, key=len)
+    return Alignment(m, chance, estimate, offset, float(covered[0]), float(covered[-1]))
 
 
 def confidence(alignment: Alignment, library_seconds: float, duration: float, lines: float) -> float:

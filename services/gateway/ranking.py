@@ -7,9 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
-
-from services.common.vectors import Sparse
 from services.gateway import landmarks
 from services.gateway.ports import Backends, Item, Library, Window
 from services.gateway.voting import items_per_query_window, vote
@@ -17,10 +14,6 @@ from services.gateway.voting import items_per_query_window, vote
 # Landmark models: nearest segments per query window, and candidate items tested.
 LANDMARK_HITS = 8
 LANDMARK_CANDIDATES = 10
-# A match's query range is the longest run of its evidence without a gap
-# longer than this: a chance coincidence that happens to lie on the line
-# seconds away from the copy does not stretch the range over unrelated audio.
-MAX_EVIDENCE_GAP = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +142,8 @@ async def rank_landmarks(
         item = ready.get(d.item_id)
         if item is None:
             continue
-        query_start, query_end = evidence_span(windows, items[d.item_id], d)
-        start = max(0.0, d.speed * query_start + d.offset)
-        end = d.speed * query_end + d.offset
+        start = max(0.0, d.speed * d.query_start + d.offset)
+        end = d.speed * d.query_end + d.offset
         if item.duration_seconds:
             end = min(end, item.duration_seconds)
         results.append(
@@ -161,30 +153,10 @@ async def rank_landmarks(
                 evidence=d.landmarks,
                 item_start=start,
                 item_end=end,
-                query_start=query_start,
-                query_end=query_end,
+                query_start=d.query_start,
+                query_end=d.query_end,
                 speed=d.speed,
                 pitch=d.pitch,
             )
         )
     return results[:top_k]
-
-
-def evidence_span(
-    query: Sequence[landmarks.QueryWindow], item: Sequence[tuple[float, Sparse]], d: landmarks.Decision
-) -> tuple[float, float]:
-    """The stretch of the query a decision's evidence covers: the query
-    landmarks on its line (under the hypothesis nearest its speed and
-    pitch), in the longest run without a gap over MAX_EVIDENCE_GAP. The
-    decision's own range runs from the first to the last landmark on the
-    line, strays included."""
-    nearest = min({(w.speed, w.pitch) for w in query}, key=lambda h: abs(h[0] - d.speed) + abs(h[1] - d.pitch))
-    lms = landmarks.Landmarks.of([(w.offset, w.vector) for w in query if (w.speed, w.pitch) == nearest])
-    _, tq, ti = landmarks.pairs(lms, landmarks.Landmarks.of(item))
-    on = np.sort(tq[np.abs(ti - d.speed * tq - d.offset) <= landmarks.TOLERANCE])
-    on = on[(on >= d.query_start - 1e-6) & (on <= d.query_end + 1e-6)]
-    if len(on) < 2:
-        return d.query_start, d.query_end
-    runs = np.split(on, np.flatnonzero(np.diff(on) > MAX_EVIDENCE_GAP) + 1)
-    best = max(runs, key=len)
-    return float(best[0]), float(best[-1])
