@@ -141,17 +141,19 @@ eval-monitor: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
 	$(PY) eval/monitor.py --corpus $(EVAL_CORPUS) --out eval/results $(EVAL_MONITOR_ARGS)
 
 # Performance on this machine, each figure a ratio to a baseline measured in
-# the same run (about 15 minutes here, plus the fingerprint's cost curve):
-# embedder throughput against panns_inference, indexing and search through
-# the services against the same code in-process, peak memory while indexing
-# a one-hour file, and fingerprint-v2's search cost as the library grows.
-bench: $(VENV)/.installed $(SAMPLES)/.fetched
+# the same run (about 15 minutes here, plus the fingerprint's cost curve and
+# monitoring's cost): embedder throughput against panns_inference, indexing
+# and search through the services against the same code in-process, peak
+# memory while indexing a one-hour file, fingerprint-v2's search cost as the
+# library grows, and monitoring's scan speed and CPU per live stream.
+bench: $(VENV)/.installed $(SAMPLES)/.fetched $(EVAL_CORPUS)/.fetched
 	$(PY) bench/make_clips.py $(SAMPLES) bench/.cache/clips.npy
 	rm -f bench/results/latest.json
 	$(PY) bench/embedder_cpu.py bench/.cache/clips.npy bench/results/latest.json
 	$(PY) bench/pipeline.py $(SAMPLES) bench/results/latest.json
 	$(PY) bench/restart.py $(SAMPLES) bench/results/latest.json
 	$(PY) bench/fingerprint_scale.py bench/results/latest.json $(FINGERPRINT_ARGS)
+	$(PY) bench/monitor_scan.py bench/results/latest.json $(MONITOR_BENCH_ARGS)
 	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
 
 # fingerprint-v2's cost curve (bench/fingerprint_scale.py): index size,
@@ -169,6 +171,20 @@ FINGERPRINT_ARGS ?= --hours 1,10,100 --milvus-up-to 10 --queries 20
 .PHONY: bench-fingerprint
 bench-fingerprint: $(VENV)/.installed $(SAMPLES)/.fetched
 	$(PY) bench/fingerprint_scale.py bench/results/latest.json $(FINGERPRINT_ARGS)
+	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
+
+# Monitoring's cost (bench/monitor_scan.py) through a real stack and the CLI:
+# the scan speed (x real time, target 30) of `audiosearch monitor` on a
+# one-hour recording built from eval/.cache/corpus against a library of an
+# hour of its soundtracks (fingerprint-v2), the segments found, the
+# services' CPU seconds per hour of recording, and how many real-time live
+# streams (`audiosearch monitor -`) one core keeps up with, from 2 streams
+# of 120 s at real-time pace; merged into bench/results/latest.json (about
+# 6 minutes here). Without the corpus it reports nothing.
+MONITOR_BENCH_ARGS ?= --library-hours 1.0 --broadcast-hours 1.0 --live-seconds 120 --live-streams 2
+.PHONY: bench-monitor
+bench-monitor: $(VENV)/.installed $(EVAL_CORPUS)/.fetched
+	$(PY) bench/monitor_scan.py bench/results/latest.json $(MONITOR_BENCH_ARGS)
 	$(PY) bench/report.py bench/results/latest.json bench/results/latest.md
 
 # The HTTP API fuzzed from its /openapi.json by schemathesis against a real

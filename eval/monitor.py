@@ -19,10 +19,11 @@ overlapping it), missed, duplicated (more than one); false reports (an
 occurrence overlapping no segment of its item); the start/end errors on
 the stream and on the item (p50, max) and the speed error of each found
 segment; the scan speed (audio seconds / wall seconds); the STARTED
-latency: the stream time at which the window that gave the STARTED ended
-(its analysis point: the first window end at or after the STARTED range's
-end) minus the segment's true start. Live, a window's search time comes on
-top (reported as the mean wall time per window).
+latency: when the STARTED event came minus the segment's true start: in a
+file scan, in stream time (its `decided_at_seconds`, the audio received when
+it was decided; decisions every HOP s), live (--live: the audio sent at
+real-time pace, decisions every LIVE_HOP s) in wall time since the first
+chunk was sent. The 6 s target is for a live stream.
 
 Writes eval/results/monitor.json and .md (monitor-quick.* with --quick)."""
 
@@ -136,7 +137,7 @@ def broadcast(library: list[Track], held: list[Track], n: int, seed: int) -> tup
 
 
 async def requests(audio: np.ndarray, live: bool) -> AsyncIterator[pb.MonitorRequest]:
-    start = pb.MonitorStart(library=LIBRARY, sample_rate=RATE, channels=1, sample_type=pb.SAMPLE_TYPE_S16LE)
+    start = pb.MonitorStart(library=LIBRARY, sample_rate=RATE, channels=1, sample_type=pb.SAMPLE_TYPE_S16LE, live=live)
     yield pb.MonitorRequest(start=start)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     step = RATE // 10 if live else RATE * 2
@@ -152,12 +153,6 @@ def quantiles(values: list[float]) -> dict | None:
         return None
     v = np.abs(np.array(values))
     return {"n": len(v), "p50": float(np.median(v)), "p90": float(np.quantile(v, 0.9)), "max": float(v.max())}
-
-
-def analysis_point(stream_end: float) -> float:
-    """The end of the first window that reaches `stream_end` (see the docstring)."""
-    w, h = gateway_monitor.WINDOW, gateway_monitor.HOP
-    return w + h * max(0, math.ceil((stream_end - w) / h - 1e-6))
 
 
 def measure(truth: list[Segment], events: list[tuple[float, pb.MonitorEvent]], live: bool) -> dict:
@@ -190,7 +185,7 @@ def measure(truth: list[Segment], events: list[tuple[float, pb.MonitorEvent]], l
             first = [(t, s) for t, s in started if s.item.id == seg.track.item_id and overlaps(seg, s.stream_range)]
             if first:
                 t, s = first[0]
-                latency = (t if live else analysis_point(s.stream_range.end_seconds)) - seg.stream_start
+                latency = (t if live else s.decided_at_seconds) - seg.stream_start
                 latencies.append(latency)
                 row["started_latency"] = latency
         per_segment.append(row)
@@ -244,7 +239,8 @@ async def evaluate(args: argparse.Namespace, tmp: Path) -> dict:
         elapsed = time.monotonic() - t0
     finally:
         await stop_stack(stack)
-    windows = max(1, math.ceil((seconds - gateway_monitor.WINDOW) / gateway_monitor.HOP) + 1)
+    hop = gateway_monitor.LIVE_HOP if args.live else gateway_monitor.HOP
+    decisions = max(1, math.ceil(seconds / hop))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)  # noqa: S607
     result = measure(truth, events, args.live)
     result["meta"] = {
@@ -257,11 +253,11 @@ async def evaluate(args: argparse.Namespace, tmp: Path) -> dict:
         "index_seconds": index_seconds,
         "broadcast_seconds": seconds,
         "window": gateway_monitor.WINDOW,
-        "hop": gateway_monitor.HOP,
+        "hop": hop,
         "live": args.live,
         "scan_seconds": elapsed,
         "scan_speed": seconds / elapsed,
-        "seconds_per_window": elapsed / windows,
+        "seconds_per_window": elapsed / decisions,
         "summary_occurrences": events[-1][1].occurrences if events else 0,
         "seconds": time.monotonic() - began,
     }
@@ -287,9 +283,9 @@ def markdown(r: dict) -> str:
         ),
         (f"scan >= {TARGET_SCAN:.0f}x real time", f"x{m['scan_speed']:.1f}", m["scan_speed"] >= TARGET_SCAN),
         (
-            f"STARTED within {TARGET_LATENCY:.0f} s",
+            f"STARTED within {TARGET_LATENCY:.0f} s" + ("" if m["live"] else " (file scan; the target is live's)"),
             f"max {lat['max']:.2f} s" if lat else "-",
-            bool(lat) and lat["max"] + (0 if m["live"] else m["seconds_per_window"]) <= TARGET_LATENCY,
+            bool(lat) and lat["max"] <= TARGET_LATENCY,
         ),
     ]
     lines = [
@@ -299,8 +295,9 @@ def markdown(r: dict) -> str:
         "",
         f"Library: {m['library_tracks']} tracks, {m['library_hours']:.2f} h ({MODEL}), indexed in "
         f"{m['index_seconds']:.0f} s. Broadcast: {m['broadcast_seconds']:.0f} s, {r['segments']} segments. "
-        f"Windows of {m['window']:g} s every {m['hop']:g} s; {'live (real-time pace)' if m['live'] else 'file scan'}: "
-        f"{m['scan_seconds']:.1f} s, x{m['scan_speed']:.1f} real time, {m['seconds_per_window']:.2f} s per window.",
+        f"Decisions on {m['window']:g} s every {m['hop']:g} s, "
+        f"{'live (real-time pace)' if m['live'] else 'file scan'}: "
+        f"{m['scan_seconds']:.1f} s, x{m['scan_speed']:.1f} real time, {m['seconds_per_window']:.2f} s per decision.",
         "",
         "| target | measured | met |",
         "|---|---|---|",

@@ -52,6 +52,7 @@ SERVICE_MODULES = {
     "test_faults",
     "test_fuzz",
     "test_gateway",
+    "test_item_updates",
     "test_load",
     "test_milvus_server",
     "test_node_client",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.gateway.ports import (
     DELETING,
     PENDING,
@@ -106,6 +106,20 @@ class MemoryCatalog:
     async def get_item(self, item_id: int) -> Item:
         if item_id not in self.items:
             raise NotFound(f"audio item {item_id} not found")
+        return self.items[item_id]
+
+    async def update_item(
+        self, item_id: int, name: str | None, add_tags: Sequence[str], remove_tags: Sequence[str]
+    ) -> Item:
+        item = await self.get_item(item_id)
+        if item.state != READY:
+            raise FailedPrecondition(f"audio item {item_id} is not ready")
+        adding, removing = {t.strip().lower() for t in add_tags}, {t.strip().lower() for t in remove_tags}
+        if "" in adding | removing or adding & removing or name == "":
+            raise InvalidArgument("bad name or tags")
+        kept = [t for t in item.user_tags if t not in removing]
+        tags = kept + sorted(adding - set(kept))
+        self.items[item_id] = dataclasses.replace(item, name=item.name if name is None else name, user_tags=tags)
         return self.items[item_id]
 
     async def get_ready_items(self, ids: Sequence[int]) -> list[Item]:

@@ -1,6 +1,6 @@
 """The web page in headless Chromium against the real stack: a bad upload
-reported under Upload, three real sounds uploaded and paged through, an
-excerpt of one searched, that one ranked first with the whole recording
+reported under Upload, three real sounds uploaded and paged through, the
+tags of one edited, an excerpt of one searched, that one ranked first with the whole recording
 drawn and the match marked, played from the match, more like it, a failed
 search, a library switch, deletes; no console errors; screenshots saved
 (AUDIOSEARCH_SCREENSHOT, and beside it -items and -error)."""
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from services.embedder.models.table import MODELS
 from tests.web_server import web_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,8 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     # The name check runs in the browser; each model says what it is for.
     assert seen["bad_name_blocked"] is True
     assert seen["model_note"].startswith("A new library on ") and seen["library_note"].startswith("Uses ")
+    model, purpose = seen["library_note"].removeprefix("Uses ").split(": ", 1)
+    assert purpose == MODELS[model].info.purpose  # from GET /v1/stats, the model's own words
     # A failed upload: under Upload, its bar empty, never full; nothing under Search.
     assert seen["bad_upload"]["note"].startswith("failed: ") and seen["bad_upload"]["progress"] == 0
     assert seen["bad_upload"]["phases"] in ("uploading,failed", "uploading,indexing,failed")
@@ -82,6 +85,9 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     # Paging: two items, then the third behind "More items".
     assert seen["more_visible"] is True and seen["more_after"] is False and len(seen["items"]) == 3
     assert seen["item_tags"] == "demoloops"
+    # Tags edited on the page (PATCH /v1/items/{id}): shown at once, and stored.
+    assert seen["tag_added"] == "demoloopsedited tag" and seen["tag_removed"] == "demoedited tag"
+    assert seen["tag_error"].startswith("INVALID_ARGUMENT: invalid tag") and seen["tag_api"] == ["demo", "edited tag"]
     # The match: the whole item, the range marked, played from the match.
     assert seen["first"] == "loop_tabla.flac"
     start, end = seen["range"]
@@ -103,9 +109,10 @@ async def test_the_page_uploads_searches_plays_and_deletes(stack, tmp_path: Path
     assert seen["after_delete_status"] == 404 and seen["items_left"] and seen["deleted"] not in seen["items_left"]
     assert seen["page_errors"] == []
     provoked = "Failed to load resource: the server responded with a status of 400 (Bad Request)"
-    assert seen["console_errors"] == [provoked, provoked]  # nothing else: no pattern error, no favicon 404
-    # The only failed loads are the two provoked: the bad upload and the bad search.
+    assert seen["console_errors"] == [provoked] * 3  # nothing else: no pattern error, no favicon 404
+    # The only failed loads are the three provoked: the bad upload, the bad tag and the bad search.
     assert sorted(seen["failed_loads"]) == [
+        "400 PATCH /v1/items/" + str(seen["tag_api_id"]),
         "400 POST /v1/libraries/browser/items",
         "400 POST /v1/libraries/browser/search",
     ]

@@ -469,3 +469,84 @@ async def test_a_full_disk_is_resource_exhausted_over_grpc_and_recovers(small_di
             assert again.created
     finally:
         await running.stop()
+
+
+# --------------------------------------------------------------------------
+# UpdateItem: rename and re-tag after insert
+
+
+def test_update_item_renames_and_retags_a_ready_item(catalog: Catalog) -> None:
+    catalog.create_library("lib", "m", 4)
+    item, _ = catalog.reserve_item(NewItem("lib", sha(1), "one.wav", "", ["drums", "kick"]))
+    with pytest.raises(FailedPrecondition, match="still being inserted"):
+        catalog.update_item(item.id, "x.wav")
+    catalog.mark_ready(item.id, [("speech", 0.9)])
+    updated = catalog.update_item(item.id, "Renamed.wav", add_tags=[" Loud  Snare ", "drums"], remove_tags=["KICK"])
+    assert updated.name == "Renamed.wav"
+    assert updated.user_tags == ["drums", "loud snare"] and updated.auto_tags == [("speech", 0.9)]
+    assert catalog.get_item(item.id) == updated
+    same = catalog.update_item(item.id, remove_tags=["absent", "speech"])  # auto tags stay; None keeps the name
+    assert same.name == "Renamed.wav" and same.user_tags == ["drums", "loud snare"] and same.auto_tags
+    assert catalog.find_item_ids("lib", ["loud snare"]) == [item.id]
+    assert catalog.find_item_ids("lib", ["kick"]) == []
+
+
+def test_update_item_refuses_what_insert_refuses(catalog: Catalog) -> None:
+    catalog.create_library("lib", "m", 4)
+    item, _ = catalog.reserve_item(NewItem("lib", sha(1), "one.wav", "", ["a"]))
+    catalog.mark_ready(item.id)
+    for name, add, remove, message in [
+        ("", [], [], "item name must be 1-512"),
+        ("x" * 513, [], [], "item name must be 1-512"),
+        ("bad\x00name", [], [], "item name"),
+        (None, ["   "], [], "invalid tag"),
+        (None, ["tab\x07"], [], "tag"),
+        (None, ["b"], ["B"], "both added and removed"),
+        (None, [f"t{i}" for i in range(64)], [], "at most 64 tags"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            catalog.update_item(item.id, name, add, remove)
+    assert catalog.get_item(item.id).user_tags == ["a"] and catalog.get_item(item.id).name == "one.wav"
+    full = catalog.update_item(item.id, add_tags=[f"t{i}" for i in range(63)])
+    assert len(full.user_tags) == 64
+    with pytest.raises(NotFound):
+        catalog.update_item(999, "x.wav")
+    catalog.mark_deleting(item.id)
+    with pytest.raises(FailedPrecondition, match="being deleted"):
+        catalog.update_item(item.id, add_tags=["z"])
+
+
+async def test_update_item_over_grpc(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from audiosearch.catalog.v1 import catalog_pb2 as pb
+    from audiosearch.catalog.v1 import catalog_pb2_grpc as pb_grpc
+
+    from services.catalog import __main__ as catalog_main
+    from services.catalog.config import CatalogConfig
+    from services.common import config as cfg
+    from services.common import server
+
+    config = cfg.load(CatalogConfig, environ={}, data_dir=tmp_path, listen="127.0.0.1:0")
+    running = await server.start(await catalog_main.build(config), config)
+    try:
+        async with grpc.aio.insecure_channel(running.address, options=[LOCAL_SUBCHANNELS]) as channel:
+            stub = pb_grpc.CatalogServiceStub(channel)
+            await stub.CreateLibrary(pb.CreateLibraryRequest(name="x", model_name="m", model_dim=3))
+            item = (await stub.ReserveItem(pb.ReserveItemRequest(library="x", sha256=sha(9), name="a.wav"))).item
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.UpdateItem(pb.UpdateItemRequest(id=item.id, add_tags=["t"]))
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            await stub.MarkItemReady(pb.MarkItemReadyRequest(id=item.id))
+            tagged = (await stub.UpdateItem(pb.UpdateItemRequest(id=item.id, add_tags=["T"]))).item
+            assert tagged.name == "a.wav" and list(tagged.user_tags) == ["t"]  # name unset: kept
+            for request, code in [
+                (pb.UpdateItemRequest(id=item.id, name=""), grpc.StatusCode.INVALID_ARGUMENT),  # set, but empty
+                (pb.UpdateItemRequest(id=item.id, add_tags=[""]), grpc.StatusCode.INVALID_ARGUMENT),
+                (pb.UpdateItemRequest(id=12345, name="b.wav"), grpc.StatusCode.NOT_FOUND),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.UpdateItem(request)
+                assert info.value.code() == code
+            renamed = (await stub.UpdateItem(pb.UpdateItemRequest(id=item.id, name="b.wav", remove_tags=["t"]))).item
+            assert renamed.name == "b.wav" and list(renamed.user_tags) == []
+    finally:
+        await running.stop()

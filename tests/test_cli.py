@@ -20,6 +20,7 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 
 from services.cli import main as cli
 from services.cli.output import numbers
+from services.embedder.models.table import MODELS
 from tests.sounds import encode, excerpt, sound
 
 # --- no service needed -----------------------------------------------------------------------------------------
@@ -145,6 +146,25 @@ async def test_ls_lists_the_default_library_unless_told_otherwise(run, tmp_path:
     assert await names("--all") == ["d.wav", "o.wav"]
 
 
+async def test_libraries_and_stats_say_what_each_model_is_for(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The purpose is the model's own (its ModelInfo), through the gRPC API.
+    spectral = MODELS["spectral-v1"].info
+    assert spectral.purpose and spectral.score_meaning
+    await run("index", str(write(tmp_path / "d.wav", 1)), "--library", "sp", "--model", "spectral-v1")
+    code, out, err = await run("libraries")
+    assert code == 0, err
+    assert f"sp: spectral-v1 ({spectral.dim}-d): {spectral.purpose}" in out.splitlines()
+    code, out, err = await run("stats")
+    assert code == 0, err
+    assert f"    {spectral.purpose}" in out.splitlines() and f"    score: {spectral.score_meaning}" in out.splitlines()
+    models = {m["name"]: m for m in json.loads((await run("stats", "--json"))[1])["models"]}
+    assert (models["spectral-v1"]["purpose"], models["spectral-v1"]["score_meaning"]) == (
+        spectral.purpose,
+        spectral.score_meaning,
+    )
+    assert all(m["purpose"] == MODELS[name].info.purpose for name, m in models.items())
+
+
 async def test_search_like_finds_the_items_library_by_itself(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     for seed in range(3):
         write(tmp_path / "lib" / f"s{seed}.wav", seed)
@@ -168,8 +188,15 @@ async def test_an_empty_result_names_its_cause(run, tmp_path: Path) -> None:  # 
     sf.write(short, excerpt(sound(1, 6.0), 2.0, 2.26), 44100)
     code, out, _ = await run("search", str(short), "--json")
     error = json.loads(out)["error"]
-    assert code == 1 and error["code"] == "INVALID_ARGUMENT"
+    assert code == 1 and error["code"] == "INVALID_ARGUMENT" and error["reason"] == "AUDIO_TOO_SHORT"
     assert "0.26 s long" in error["message"] and "fingerprint-v1 needs at least 0.5 s" in error["message"]
+    text = tmp_path / "notes.wav"  # --json names the reason to branch on (docs/clients.md)
+    text.write_text("not audio at all\n" * 20)
+    code, out, err = await run("search", str(text), "--json")
+    error = json.loads(out)["error"]
+    assert code == 1 and (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "NOT_AUDIO"), err
+    code, out, err = await run("search", str(text))
+    assert code == 1 and "NOT_AUDIO" not in out + err
 
     clip = tmp_path / "clip.wav"
     sf.write(clip, excerpt(sound(1, 6.0), 1.0, 4.0), 44100)

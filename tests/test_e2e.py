@@ -256,8 +256,9 @@ def test_index_search_delete_through_real_processes(serve, tmp_path: Path) -> No
     broken.write_bytes(b"definitely not a wave file" * 50)
     code, report = cli(env, "index", str(broken), "--library", "e2e")
     assert code == 1 and report["failed"][0]["code"] == "INVALID_ARGUMENT"
-    code, error = cli(env, "search", str(query), "--library", "e2e", "--top-k", "0")
+    code, error = cli(env, "search", str(query), "--library", "e2e", "--top-k", "1000")
     assert code == 1 and error["error"]["code"] == "INVALID_ARGUMENT"
+    assert error["error"]["reason"] == "TOP_K_OUT_OF_RANGE"
     code, error = cli(env, "get", "987654")
     assert code == 1 and error["error"]["code"] == "NOT_FOUND"
     code, error = cli(env, "search", str(query), "--library", "nolib")

@@ -47,6 +47,9 @@ async def test_models_and_embedding_without_weights(tmp_path: Path) -> None:
         assert models["fingerprint-v1"].available and models["fingerprint-v1"].min_evidence > 0
         assert not models["panns-cnn14"].available
         assert "missing.pth" in models["panns-cnn14"].unavailable_reason
+        # Unavailable or not, each model says what it is for (how to get semantic search included).
+        assert "fetch-weights" in models["panns-cnn14"].purpose and models["panns-cnn14"].score_meaning
+        assert all(m.purpose and m.score_meaning for m in listing.models)
 
         data = encode(sound(2, seconds=5.0, rate=48000), rate=48000, fmt="FLAC", channels=2)
         response = await stub.Embed(request_stream(data))

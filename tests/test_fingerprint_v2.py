@@ -9,6 +9,7 @@ import pytest
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.search.v1 import search_pb2 as srch
 
+from services.common.vectors import PAIR_TIME_STEP, pair_seconds
 from services.embedder.audio import resample
 from services.embedder.models import fingerprint_v2
 from services.embedder.models.fingerprint_v2 import PHASED_QUERY_SECONDS, SEGMENT_SECONDS, FingerprintV2Model
@@ -189,3 +190,13 @@ def test_poisson_tail_matches_the_incomplete_gamma(k: float, lam: float) -> None
     from scipy.special import gammainc  # the tests may use scipy; the gateway does not
 
     assert landmarks.poisson_tail(k, lam) == pytest.approx(float(gammainc(k, lam)), rel=1e-9, abs=1e-300)
+
+
+def test_the_hash_keeps_the_pair_time_where_the_gateway_reads_it() -> None:
+    """services/common/vectors.py's contract: the low bits of a hash are the
+    anchor-to-partner time in PAIR_TIME_STEP s steps (the gateway reads where
+    a match's evidence ends from them)."""
+    assert fingerprint_v2.DT_CELL * fingerprint_v2.FRAME == pytest.approx(PAIR_TIME_STEP)
+    dt_frames = np.array([2.0, 10.0, 40.0])
+    keys = fingerprint_v2._cells(np.full(3, 6.0), np.full(3, 0.3), np.log2(dt_frames))
+    assert np.all(np.abs(pair_seconds(keys) - dt_frames * fingerprint_v2.FRAME) <= PAIR_TIME_STEP / 2 + 1e-9)

@@ -10,6 +10,7 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.channels import LOCAL_SUBCHANNELS
+from services.embedder.models.table import MODELS
 from tests.sounds import encode, excerpt, sound
 
 CHUNK = 64 * 1024  # small chunks so uploads really stream in several messages
@@ -86,6 +87,10 @@ async def test_insert_search_delete_round_trip(stack) -> None:  # type: ignore[n
     stats = await stack.gateway.Stats(pb.StatsRequest())
     (lib,) = stats.libraries
     assert (lib.items, lib.indexed_items, lib.pending_items) == (8, 8, 0)
+    # What each model finds and what its score means: the embedder's words, passed through.
+    models = {m.name: m for m in stats.models}
+    assert models["spectral-v1"].purpose == MODELS["spectral-v1"].info.purpose
+    assert models["spectral-v1"].score_meaning == MODELS["spectral-v1"].info.score_meaning
     vectors_before = lib.vectors
 
     await stack.gateway.DeleteAudio(pb.DeleteAudioRequest(id=ids[5]))
@@ -175,7 +180,7 @@ async def test_bad_input_gets_precise_status_and_service_keeps_serving(stack) ->
     await expect_code(g.GetAudio(pb.GetAudioRequest(id=999999)), grpc.StatusCode.NOT_FOUND, "999999")
     await expect_code(g.DeleteAudio(pb.DeleteAudioRequest(id=999999)), grpc.StatusCode.NOT_FOUND)
     await expect_code(g.DeleteLibrary(pb.DeleteLibraryRequest(name="nolib")), grpc.StatusCode.NOT_FOUND)
-    for top_k in (0, -1, 10**6):
+    for top_k in (-1, 10**6):  # 0: the default (tests/test_error_details.py)
         await expect_code(
             g.SearchAudio(search_stream(pb.SearchParams(library="sfx", top_k=top_k), clip)),
             grpc.StatusCode.INVALID_ARGUMENT,

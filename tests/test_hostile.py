@@ -476,7 +476,7 @@ FIELDS = {
     ),
     "more-like-unknown-item": Case(lambda env: env.search(library="", item_id=424242), Code.NOT_FOUND, "424242"),
     # Out-of-range numbers.
-    "top-k-0": Case(lambda env: env.search(REFERENCE, top_k=0), Code.INVALID_ARGUMENT, "top_k"),
+    "top-k-0-is-the-default": Case(lambda env: env.search(REFERENCE, top_k=0), OK),
     "top-k-negative": Case(lambda env: env.search(REFERENCE, top_k=-(2**31)), Code.INVALID_ARGUMENT, "top_k"),
     "top-k-over-max": Case(lambda env: env.search(REFERENCE, top_k=101), Code.INVALID_ARGUMENT, "top_k"),
     "top-k-int32-max": Case(lambda env: env.search(REFERENCE, top_k=2**31 - 1), Code.INVALID_ARGUMENT, "top_k"),

@@ -80,6 +80,14 @@ def test_global_batch_settings_override_each_models_own(registered: ModelEntry) 
     assert EmbedderConfig().batching("not-in-the-table") == Batching()
 
 
+def test_every_model_says_what_it_finds_and_what_its_score_means() -> None:
+    # The one source of these words: the CLI, the HTTP API and the page read them from the model.
+    for name, entry in table.MODELS.items():
+        assert entry.info.purpose.endswith(".") and entry.info.score_meaning, name
+    semantic = [e.info for e in table.MODELS.values() if e.checkpoint is not None]
+    assert semantic and all("audiosearch fetch-weights" in info.purpose for info in semantic)
+
+
 def test_an_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"known: panns-cnn14, .*spectral-v1"):
         build_models(EmbedderConfig(models=("nope",)))

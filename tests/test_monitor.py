@@ -90,10 +90,13 @@ async def index(stack, library: str = "songs") -> tuple[dict[int, np.ndarray], d
     return tracks, ids
 
 
-async def test_a_broadcast_gives_every_occurrence_with_its_ranges_and_speed(stack) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("live", [False, True], ids=["file", "live"])
+async def test_a_broadcast_gives_every_occurrence_with_its_ranges_and_speed(stack, live) -> None:  # type: ignore[no-untyped-def]
+    """The same occurrences whether decided every 5 s (a file) or every
+    second (live: the landmarks after the last piece go along)."""
     tracks, ids = await index(stack)
     audio, truth = broadcast(tracks)
-    start = pb.MonitorStart(library="songs", sample_rate=RATE, channels=2, sample_type=pb.SAMPLE_TYPE_S16LE)
+    start = pb.MonitorStart(library="songs", sample_rate=RATE, channels=2, sample_type=pb.SAMPLE_TYPE_S16LE, live=live)
     began = time.perf_counter()
     got = await events(stack.gateway.Monitor(requests(start, s16(audio, channels=2), seed=3)))
     elapsed = time.perf_counter() - began
@@ -115,6 +118,11 @@ async def test_a_broadcast_gives_every_occurrence_with_its_ranges_and_speed(stac
         assert e.speed == pytest.approx(speed, rel=0.01 if speed != 1.0 else 0.02)
         assert e.confidence >= 0.99
         assert e.item.library == "songs" and e.item.name.startswith("song")
+    # Every event says how much of the stream had come when it was decided.
+    decided = [e.decided_at_seconds for e in got]
+    assert decided == sorted(decided) and decided[-1] == pytest.approx(got[-1].scanned_seconds)
+    for e in got[:-1]:
+        assert e.stream_range.start_seconds < e.decided_at_seconds
     # Each occurrence is announced once, before it ends.
     for e in ended:
         first = [k for k, x in enumerate(got) if x.kind == STARTED and x.item.id == e.item.id]

@@ -125,9 +125,11 @@ async def test_demo_creates_uploads_searches_and_deletes(node: str, stack: Stack
 
 
 async def test_bad_top_k_is_invalid_argument(node: str, stack: Stack, sounds: dict[str, Path]) -> None:
-    rc, out, stderr = await run_client(node, stack, *demo_args(sounds, "node-bad", "--top-k", "0"))
+    # 0 is the default (10); over the maximum is refused, with a reason to branch on.
+    rc, out, stderr = await run_client(node, stack, *demo_args(sounds, "node-bad", "--top-k", "1000"))
     assert rc == 1
     assert out["error"]["code"] == "INVALID_ARGUMENT", out
+    assert out["error"]["reason"] == "TOP_K_OUT_OF_RANGE", out
     assert "top_k" in out["error"]["message"], out
     assert "INVALID_ARGUMENT" in stderr
     # The failed demo still deleted its library.

@@ -50,7 +50,7 @@ async def test_every_service_serves_its_series(tmp_path: Path) -> None:
         response = await stack.gateway.SearchAudio(search_stream(pb.SearchParams(library="obs", top_k=2), clip))
         assert response.results[0].item.name == "s1.wav"
         await expect_code(
-            stack.gateway.SearchAudio(search_stream(pb.SearchParams(library="obs", top_k=0), clip)),
+            stack.gateway.SearchAudio(search_stream(pb.SearchParams(library="obs", top_k=-1), clip)),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         pages = {name: await asyncio.to_thread(scrape, running.metrics_port) for name, running in stack.servers.items()}

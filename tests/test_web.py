@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 
+from services.embedder.models.table import MODELS
 from tests.sounds import encode, excerpt, sound
 from tests.test_gateway import insert_stream
 from tests.web_server import web_server
@@ -78,6 +79,13 @@ async def test_library_insert_search_play_delete(web: httpx.AsyncClient) -> None
     error_of(await web.get(f"/v1/items/{ids[1]}"), 404, "NOT_FOUND")
     stats = (await web.get("/v1/stats")).json()
     assert stats["libraries"][0]["items"] == "2"  # int64: a string in proto3 JSON
+    # Each model says what it is for and what its score means: the model's own words (the page shows them).
+    models = {m["name"]: m for m in stats["models"]}
+    assert models and all(
+        (m["purpose"], m["score_meaning"]) == (MODELS[name].info.purpose, MODELS[name].info.score_meaning)
+        and m["purpose"]
+        for name, m in models.items()
+    )
     assert (await web.delete("/v1/libraries/sfx")).json()["deleted_items"] == "2"
 
 

@@ -151,3 +151,55 @@ def test_without_soundfile_only_16_bit_wav_is_decoded(monkeypatch) -> None:  # t
     with pytest.raises(HttpError) as refused:
         decoder(io.BytesIO(encode(audio, rate=RATE, fmt="FLAC")), "a.flac")
     assert refused.value.status == 400 and "WAV only" in refused.value.message
+
+
+async def test_only_live_audio_asks_for_live_decisions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """MonitorStart.live reaches the use case; the WebSocket and `audiosearch
+    monitor -` (stdin) send it, a recording (NDJSON route, a CLI file) does not."""
+    import argparse
+
+    from services.cli.commands.monitor import _source
+    from services.gateway.convert import monitor_request
+    from services.web.monitor import live_start
+
+    async def one(start: pb.MonitorStart):  # type: ignore[no-untyped-def]
+        yield pb.MonitorRequest(start=start)
+
+    for live in (True, False):
+        start = pb.MonitorStart(library="l", sample_rate=RATE, channels=1, sample_type=pb.SAMPLE_TYPE_S16LE, live=live)
+        got, _ = await monitor_request(one(start))
+        assert got.live is live
+    assert live_start("l", {"rate": str(RATE)}).live
+    args = argparse.Namespace(library="l", min_score=0.0, rate=RATE, channels=1, file="-")
+    assert _source(args)[0].live
+    path = tmp_path / "a.wav"
+    path.write_bytes(encode(noise(4, 1.0), rate=RATE))
+    args.file = str(path)
+    assert not _source(args)[0].live
+
+
+def test_live_pcm_on_stdin_is_sent_as_it_comes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`audiosearch monitor -` sends what the pipe holds, not a full chunk:
+    a 1 MiB read would hold 16 kHz mono audio back for 33 s."""
+    import argparse
+    import os
+    import threading
+
+    from services.cli.commands.monitor import _source
+
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as reader, os.fdopen(w, "wb") as writer:
+
+        class Stdin:
+            buffer = reader
+
+        monkeypatch.setattr("sys.stdin", Stdin)
+        args = argparse.Namespace(library="l", min_score=0.0, rate=RATE, channels=1, file="-")
+        _, chunks = _source(args)
+        writer.write(bytes(RATE // 5))  # a tenth of a second; the pipe stays open
+        writer.flush()
+        got: list[bytes] = []
+        reading = threading.Thread(target=lambda: got.append(next(chunks)), daemon=True)
+        reading.start()
+        reading.join(timeout=30)
+        assert got == [bytes(RATE // 5)]

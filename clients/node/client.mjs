@@ -11,13 +11,16 @@
 // searches with --query, deletes the top result, searches again, deletes the
 // library, and prints one JSON document on stdout; `search` searches an
 // existing library. Any error prints
-// {"error": {"code": "<gRPC code name>", "message": "..."}} and exits 1.
+// {"error": {"code": "<gRPC code name>", "message": "...", "reason": "..."}}
+// and exits 1; `reason` (when the server sent one) is what to branch on
+// (docs/clients.md).
 
 import { access, constants, open } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 import { create } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -278,9 +281,32 @@ async function searchOnly(client, args, call) {
 
 const COMMANDS = { demo, search: searchOnly };
 
+// The reason of the google.rpc.ErrorInfo among a status's details
+// (grpc-status-details-bin, which Connect parses into err.details), or
+// undefined. ErrorInfo's `reason` is field 1, a string: read by hand, so no
+// stubs of google/rpc/error_details.proto are needed.
+function errorReason(err) {
+  for (const detail of err.details) {
+    if (detail.type !== "google.rpc.ErrorInfo" || !(detail.value instanceof Uint8Array)) continue;
+    try {
+      const reader = new BinaryReader(detail.value);
+      while (reader.pos < reader.len) {
+        const [field, wireType] = reader.tag();
+        if (field === 1 && wireType === WireType.LengthDelimited) return reader.string();
+        reader.skip(wireType, field);
+      }
+    } catch {
+      // A malformed detail: no reason.
+    }
+  }
+  return undefined;
+}
+
 function errorJson(err) {
   if (err instanceof ConnectError) {
-    return { code: GRPC_CODE_NAMES[err.code] ?? "UNKNOWN", message: err.rawMessage };
+    const error = { code: GRPC_CODE_NAMES[err.code] ?? "UNKNOWN", message: err.rawMessage };
+    const reason = errorReason(err);
+    return reason ? { ...error, reason } : error;
   }
   return { code: "UNKNOWN", message: err?.message ?? String(err) };
 }

@@ -64,6 +64,12 @@ def new_item(request: pb.ReserveItemRequest) -> NewItem:
     )
 
 
+def item_update(request: pb.UpdateItemRequest) -> tuple[int, str | None, list[str], list[str]]:
+    """(id, new name or None when not given, tags to add, tags to remove)."""
+    name = request.name if request.HasField("name") else None
+    return request.id, name, list(request.add_tags), list(request.remove_tags)
+
+
 def auto_tags(tags: Sequence[pb.Tag]) -> list[tuple[str, float]]:
     return [(t.label, t.score) for t in tags]
 

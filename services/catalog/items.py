@@ -11,9 +11,10 @@ from sqlmodel import Session, col, delete, select, update
 
 from services.catalog.paging import MAX_PAGE, decode_token, encode_token
 from services.catalog.records import ItemRecord, NewItem
-from services.catalog.rules import IDEMPOTENCY_KEY, MAX_NAME, MAX_SOURCE_URI, MAX_TAGS, SHA256, normalise_tag
+from services.catalog.rules import IDEMPOTENCY_KEY, MAX_SOURCE_URI, MAX_TAGS, SHA256, check_name, normalise_tag
 from services.catalog.sessions import Store, now
 from services.catalog.tables import DELETING, PENDING, READY, AudioItem, ItemTag, Library
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.text import check_text, quoted
 
@@ -40,7 +41,8 @@ class Items(Store):
                 channels=i.channels,
                 state=i.state,
                 created_at=i.created_at,
-                user_tags=[t.label for t in tags.get(i.id or 0, []) if t.kind == "user"],
+                # Once each: two concurrent updates on SQLite (no row locks) may both add a tag.
+                user_tags=list(dict.fromkeys(t.label for t in tags.get(i.id or 0, []) if t.kind == "user")),
                 auto_tags=[(t.label, t.score) for t in tags.get(i.id or 0, []) if t.kind == "auto"],
             )
             for i in items
@@ -64,7 +66,9 @@ class Items(Store):
                 if keyed.sha256 != new.sha256:
                     raise InvalidArgument(
                         f"idempotency key {quoted(new.idempotency_key)} was already used for different content "
-                        f"(item {keyed.id}); use a new key for a new upload"
+                        f"(item {keyed.id}); use a new key for a new upload",
+                        reason=reasons.INVALID_FIELD,
+                        field="idempotency_key",
                     )
                 return keyed
         return session.exec(
@@ -77,16 +81,24 @@ class Items(Store):
         marks it as recently touched, so repair leaves it alone."""
         if not SHA256.match(new.sha256):
             raise InvalidArgument("sha256 must be 64 lower-case hex characters")
-        if not new.name or len(new.name) > MAX_NAME:
-            raise InvalidArgument(f"item name must be 1-{MAX_NAME} characters, got {len(new.name)}")
-        check_text("item name", new.name)
+        check_name(new.name)
         if len(new.source_uri) > MAX_SOURCE_URI:
-            raise InvalidArgument(f"source_uri must be at most {MAX_SOURCE_URI} characters, got {len(new.source_uri)}")
+            raise InvalidArgument(
+                f"source_uri must be at most {MAX_SOURCE_URI} characters, got {len(new.source_uri)}",
+                reason=reasons.INVALID_FIELD,
+                field="source_uri",
+            )
         check_text("source_uri", new.source_uri)
         if len(new.user_tags) > MAX_TAGS:
-            raise InvalidArgument(f"at most {MAX_TAGS} tags per item, got {len(new.user_tags)}")
+            raise InvalidArgument(
+                f"at most {MAX_TAGS} tags per item, got {len(new.user_tags)}", reason=reasons.BAD_TAG, field="tags"
+            )
         if new.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(new.idempotency_key):
-            raise InvalidArgument("idempotency_key must be 1-128 printable ASCII characters without spaces")
+            raise InvalidArgument(
+                "idempotency_key must be 1-128 printable ASCII characters without spaces",
+                reason=reasons.INVALID_FIELD,
+                field="idempotency_key",
+            )
         tags = sorted({normalise_tag(t) for t in new.user_tags})
         with self._session() as session:
             lib = self._library(session, new.library)
@@ -134,7 +146,7 @@ class Items(Store):
         with self._session() as session:
             item = self._item(session, item_id)
             if item.state == DELETING:
-                raise FailedPrecondition(f"audio item {item_id} is being deleted")
+                raise FailedPrecondition(f"audio item {item_id} is being deleted", reason=reasons.ITEM_BEING_DELETED)
             item.duration_seconds, item.sample_rate, item.channels = duration_seconds, sample_rate, channels
             session.exec(delete(ItemTag).where(ItemTag.item_id == item_id, ItemTag.kind == "auto"))  # type: ignore[call-overload]
             seen = set()
@@ -152,7 +164,7 @@ class Items(Store):
         with self._session() as session:
             item = self._item(session, item_id)
             if state == PENDING and item.state == DELETING:
-                raise FailedPrecondition(f"audio item {item_id} is being deleted")
+                raise FailedPrecondition(f"audio item {item_id} is being deleted", reason=reasons.ITEM_BEING_DELETED)
             item.state, item.updated_at = state, now()
             session.add(item)
             session.commit()
@@ -184,6 +196,55 @@ class Items(Store):
         search until an insert of the same content completes it again."""
         return self._set_state(item_id, PENDING)
 
+    def update_item(
+        self, item_id: int, name: str | None = None, add_tags: Sequence[str] = (), remove_tags: Sequence[str] = ()
+    ) -> ItemRecord:
+        """Renames a READY item (`name` None: keeps it) and adds and removes
+        user tags, in one transaction, under the rules of `reserve_item`.
+        Automatic tags stay; adding a tag the item has or removing one it
+        lacks changes nothing."""
+        if name is not None:
+            check_name(name)
+        if len(add_tags) > MAX_TAGS or len(remove_tags) > MAX_TAGS:
+            raise InvalidArgument(
+                f"at most {MAX_TAGS} tags per item, got {max(len(add_tags), len(remove_tags))}",
+                reason=reasons.BAD_TAG,
+                field="add_tags" if len(add_tags) > MAX_TAGS else "remove_tags",
+            )
+        adding = {normalise_tag(t) for t in add_tags}
+        removing = {normalise_tag(t) for t in remove_tags}
+        both = adding & removing
+        if both:
+            raise InvalidArgument(
+                f"tag {quoted(min(both))} is both added and removed",
+                reason=reasons.CONFLICTING_FIELDS,
+                field="remove_tags",
+            )
+        with self._session() as session:
+            item = session.exec(select(AudioItem).where(AudioItem.id == item_id).with_for_update()).first()
+            if item is None:
+                raise NotFound(f"audio item {item_id} does not exist")
+            if item.state != READY:
+                what = "being deleted" if item.state == DELETING else "still being inserted"
+                raise FailedPrecondition(f"audio item {item_id} is {what}; only a ready item can be changed")
+            user = session.exec(select(ItemTag).where(ItemTag.item_id == item_id, ItemTag.kind == "user")).all()
+            have = {t.label for t in user}
+            if len((have - removing) | adding) > MAX_TAGS:
+                raise InvalidArgument(
+                    f"at most {MAX_TAGS} tags per item, the change would leave more",
+                    reason=reasons.BAD_TAG,
+                    field="add_tags",
+                )
+            for tag in user:
+                if tag.label in removing:
+                    session.delete(tag)
+            session.add_all(ItemTag(item_id=item_id, label=t, kind="user", score=1.0) for t in sorted(adding - have))
+            if name is not None:
+                item.name = name
+                session.add(item)
+            session.commit()
+            return self._records(session, [item])[0]
+
     def get_item(self, item_id: int) -> ItemRecord:
         with self._session() as session:
             return self._records(session, [self._item(session, item_id)])[0]
@@ -203,7 +264,9 @@ class Items(Store):
     ) -> tuple[list[ItemRecord], str]:
         page_size = page_size or 100
         if not 1 <= page_size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
+            raise InvalidArgument(
+                f"page_size must be between 1 and {MAX_PAGE}", reason=reasons.INVALID_FIELD, field="page_size"
+            )
         after = decode_token(page_token) if page_token else 0
         with self._session() as session:
             query = select(AudioItem).where(AudioItem.state == READY, col(AudioItem.id) > after)
@@ -220,7 +283,9 @@ class Items(Store):
 
     def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]:
         if len(tags) > MAX_TAGS:  # each is an SQL parameter: backends cap their number
-            raise InvalidArgument(f"at most {MAX_TAGS} tags per search, got {len(tags)}")
+            raise InvalidArgument(
+                f"at most {MAX_TAGS} tags per search, got {len(tags)}", reason=reasons.BAD_TAG, field="tags"
+            )
         labels = sorted({normalise_tag(t) for t in tags})
         with self._session() as session:
             lib = self._library(session, library)

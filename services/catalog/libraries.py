@@ -13,6 +13,7 @@ from services.catalog.records import LibraryRecord, ModelChange
 from services.catalog.rules import MAX_DESCRIPTION, MAX_MODEL_NAME, TEXT_WHITESPACE, validate_library_name
 from services.catalog.sessions import Store, now
 from services.catalog.tables import AudioItem, ItemTag, Library
+from services.common import reasons
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.text import check_text, quoted
 
@@ -59,8 +60,12 @@ class Libraries(Store):
             )
         check_text("model name", model_name)
         if len(description) > MAX_DESCRIPTION:
-            raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION} characters")
-        check_text("description", description, allowed=TEXT_WHITESPACE)
+            raise InvalidArgument(
+                f"description is longer than {MAX_DESCRIPTION} characters",
+                reason=reasons.INVALID_FIELD,
+                field="description",
+            )
+        check_text("description", description, allowed=TEXT_WHITESPACE, field="description")
         if window_seconds < 0 or hop_seconds < 0:
             raise InvalidArgument("window and hop must not be negative")
         with self._session() as session:
@@ -126,7 +131,7 @@ class Libraries(Store):
             if lib is None:
                 raise NotFound(f"library {quoted(name)} does not exist")
             if lib.model_name == model:
-                raise FailedPrecondition(f"library {quoted(name)} already uses {model}")
+                raise FailedPrecondition(f"library {quoted(name)} already uses {model}", reason=reasons.REINDEX_REFUSED)
             pending = pending_change(lib)
             if change.same(pending):
                 return True, None
@@ -165,7 +170,8 @@ class Libraries(Store):
             if not switched and not (lib.model_name == model_name and lib.next_model_name is None):
                 pending = f"a change to {lib.next_model_name} is" if lib.next_model_name else "no change is"
                 raise FailedPrecondition(
-                    f"library {quoted(name)} is not moving to {quoted(model_name)}: {pending} pending"
+                    f"library {quoted(name)} is not moving to {quoted(model_name)}: {pending} pending",
+                    reason=reasons.REINDEX_REFUSED,
                 )
             return library_record(lib)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 
 MAX_PAGE = 1000
@@ -22,4 +23,8 @@ def decode_token(token: str) -> int:
             raise ValueError(kind)
         return after
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("invalid page_token: pass back next_page_token from a previous response") from None
+        raise InvalidArgument(
+            "invalid page_token: pass back next_page_token from a previous response",
+            reason=reasons.BAD_PAGE_TOKEN,
+            field="page_token",
+        ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 from services.common.text import check_text, quoted
 
@@ -23,16 +24,30 @@ def validate_library_name(name: str) -> str:
     if not LIBRARY_NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid library name {quoted(name)}: use 1-64 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit"
+            "starting with a letter or digit",
+            reason=reasons.BAD_NAME,
+            field="name",
         )
+    return name
+
+
+def check_name(name: str) -> str:
+    """An item's name: 1-512 characters, no control characters."""
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(
+            f"item name must be 1-{MAX_NAME} characters, got {len(name)}", reason=reasons.BAD_NAME, field="name"
+        )
+    check_text("item name", name, reason=reasons.BAD_NAME, field="name")
     return name
 
 
 def normalise_tag(tag: str) -> str:
     # Checked before normalising: split() would quietly turn some controls
     # and separators (U+001F, U+2028) into spaces.
-    check_text(f"tag {quoted(tag)}", tag, allowed=TEXT_WHITESPACE)
+    check_text(f"tag {quoted(tag)}", tag, allowed=TEXT_WHITESPACE, reason=reasons.BAD_TAG, field="tags")
     tag = " ".join(tag.strip().lower().split())
     if not tag or len(tag) > 255:
-        raise InvalidArgument(f"invalid tag {quoted(tag)}: 1-255 characters once spaces are trimmed")
+        raise InvalidArgument(
+            f"invalid tag {quoted(tag)}: 1-255 characters once spaces are trimmed", reason=reasons.BAD_TAG, field="tags"
+        )
     return tag

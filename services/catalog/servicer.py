@@ -119,3 +119,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
     async def CancelModelChange(self, request, context):  # type: ignore[no-untyped-def]
         cancelled = await self._run(self.catalog.cancel_model_change, request.name)
         return pb.CancelModelChangeResponse(cancelled=convert.change_pb(cancelled) if cancelled is not None else None)
+
+    async def UpdateItem(self, request, context):  # type: ignore[no-untyped-def]
+        item = await self._run(self.catalog.update_item, *convert.item_update(request))
+        return pb.UpdateItemResponse(item=convert.item_pb(item))

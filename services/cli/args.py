@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from services.cli.client import DEFAULT_LIBRARY
-from services.cli.commands.items import cmd_delete, cmd_get, cmd_index, cmd_ls
-from services.cli.commands.libraries import cmd_libraries, cmd_reindex, cmd_repair, cmd_stats
+from services.cli.commands.items import cmd_delete, cmd_get, cmd_index, cmd_ls, cmd_rename, cmd_tag
+from services.cli.commands.libraries import cmd_delete_library, cmd_libraries, cmd_reindex, cmd_repair, cmd_stats
 from services.cli.commands.local import cmd_fetch_weights, cmd_serve
 from services.cli.commands.monitor import cmd_monitor
 from services.cli.commands.search import cmd_search
@@ -122,8 +122,18 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every library's items")
     c.add_argument("--tag", default="")
     c.add_argument("--limit", type=int, default=0)
+    c = command("tag", cmd_tag, "add or remove user tags of one item")
+    c.add_argument("id", type=int)
+    c.add_argument("--add", action="append", default=[], metavar="TAG", help="add this tag (repeatable)")
+    c.add_argument("--remove", action="append", default=[], metavar="TAG", help="remove this tag (repeatable)")
+    c = command("rename", cmd_rename, "give one item a new name")
+    c.add_argument("id", type=int)
+    c.add_argument("name")
     c = command("delete", cmd_delete, "delete one item")
     c.add_argument("id", type=int)
+    c = command("delete-library", cmd_delete_library, "delete a library with all its items (needs --yes)")
+    c.add_argument("name")
+    c.add_argument("--yes", action="store_true", help="confirm: every item of the library is deleted for good")
     command("stats", cmd_stats, "counts per library and model status")
     c = command("repair", cmd_repair, "find and fix inconsistencies between the catalog and the vector store")
     c.add_argument("--dry-run", action="store_true", help="only report what would be fixed")
@@ -172,6 +182,10 @@ def usage_problem(args: argparse.Namespace) -> str:
             return "raw PCM on stdin (-) needs --rate (and --channels unless mono)"
         if args.channels < 1:
             return f"--channels must be at least 1, got {args.channels}"
+    if args.command == "tag" and not (args.add or args.remove):
+        return "give at least one --add TAG or --remove TAG"
+    if args.command == "delete-library" and not args.yes:
+        return f"this deletes library {args.name!r} with all its items for good: add --yes to confirm"
     if args.command == "ls" and args.limit < 0:
         return f"--limit must be 0 (all) or more, got {args.limit}"
     return ""

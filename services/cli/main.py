@@ -17,6 +17,7 @@ from services.cli.args import check, parser
 from services.cli.client import unreachable
 from services.cli.output import CliError, SystemExitWith, emit, emit_error
 from services.common import config as cfg
+from services.common.status import details_of
 
 INTERRUPTED, BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports them
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         emit(args, doc, "interrupted", sys.stderr)
         return INTERRUPTED
     except CliError as exc:
-        emit_error(args, exc.code, exc.message, f"error: {exc.message}")
+        emit_error(args, exc.code, exc.message, f"error: {exc.message}", reason=exc.reason)
         return 1
     except cfg.ConfigError as exc:
         emit_error(args, "INVALID_ARGUMENT", str(exc), f"error: {exc}")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         code, message = exc.code(), exc.details()
         if code == grpc.StatusCode.UNAVAILABLE:
             message = unreachable(message)
-        emit_error(args, code.name, message, f"error: {code.name}: {message}")
+        emit_error(args, code.name, message, f"error: {code.name}: {message}", reason=details_of(exc).reason)
         return 1
     except RuntimeError as exc:
         emit_error(args, "INTERNAL", str(exc), f"error: {exc}")

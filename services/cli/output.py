@@ -12,9 +12,11 @@ from typing import Any
 
 
 class CliError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """An error the CLI finds itself; `reason` as the gateway's (docs/clients.md)."""
+
+    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.reason = code, message, reason
 
 
 class SystemExitWith(Exception):
@@ -79,5 +81,9 @@ def emit(args: argparse.Namespace, doc: Any, text: str, stream: Any = None) -> N
         print(text, file=stream or sys.stdout)
 
 
-def emit_error(args: argparse.Namespace, code: str, message: str, text: str) -> None:
-    emit(args, {"error": {"code": code, "message": message}}, text, sys.stderr)
+def emit_error(args: argparse.Namespace, code: str, message: str, text: str, reason: str | None = None) -> None:
+    """`reason`: the status's ErrorInfo reason (docs/clients.md), in the JSON only."""
+    error = {"code": code, "message": message}
+    if reason:
+        error["reason"] = reason
+    emit(args, {"error": error}, text, sys.stderr)

@@ -1,5 +1,9 @@
 """Domain exceptions. Domain code raises these; `services.common.status`
-maps them to gRPC status codes in one place (and back, for clients)."""
+maps them to gRPC status codes in one place (and back, for clients).
+
+Each may carry a `reason` (one of `services.common.reasons`: what a client
+branches on, sent as google.rpc.ErrorInfo) and the request `field` at fault
+(sent as a google.rpc.BadRequest field violation); no grpc here."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ import errno
 class ServiceError(Exception):
     """Base of every error a service reports to its caller on purpose."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason  # a constant of services.common.reasons, or None
+        self.field = field  # the request field at fault (its .proto name), or None
 
 
 class InvalidArgument(ServiceError):

@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
-from services.common import lifeline, logs, tracing
+from services.common import lifeline, logs, reflection, tracing
 from services.common.channels import is_loopback
 from services.common.config import ServerConfig
 from services.common.interceptors import ConcurrencyLimit, ObservingInterceptor
@@ -159,10 +158,8 @@ async def start(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = list(spec.service_names)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    # v1 and v1alpha (services/common/reflection.py).
+    reflection.enable([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     await _set_all(health, names, health_pb2.HealthCheckResponse.NOT_SERVING)
     if credentials is None:
         port = server.add_insecure_port(config.listen)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 
 QUOTE_LIMIT = 64  # characters of a client's text quoted in a message
@@ -69,15 +70,20 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X} ({name})" if name else f"U+{ord(char):04X}"
 
 
-def check_text(what: str, text: str, allowed: str = "") -> str:
+def check_text(
+    what: str, text: str, allowed: str = "", *, reason: str = reasons.BAD_TEXT, field: str | None = None
+) -> str:
     """`text` when it holds no control, format or separator character, no
     unpaired surrogate and no noncharacter (but those in `allowed`), else
-    InvalidArgument naming the character and its position (1-based)."""
+    InvalidArgument naming the character and its position (1-based), with
+    `reason` (BAD_NAME for a name, BAD_TAG for a tag) and `field`."""
     found = first_refused(text, allowed)
     if found is None:
         return text
     index, char = found
     raise InvalidArgument(
         f"{what} holds {_describe(char)} at position {index + 1} of {len(text)}: control, format "
-        "(e.g. bidirectional override, zero-width) and separator characters are not allowed"
+        "(e.g. bidirectional override, zero-width) and separator characters are not allowed",
+        reason=reason,
+        field=field,
     )

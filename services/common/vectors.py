@@ -12,6 +12,17 @@ import numpy as np
 # at most 6% for a 60 s window) and, in float32, exact to 0.1 ms.
 POSITION_SCALE = 1024.0
 
+# A landmark model's hash keeps the time from the anchor to its partner in
+# its low PAIR_TIME_BITS bits, in PAIR_TIME_STEP s steps of the original's
+# time: where a match's evidence ends is its last partner, not its last anchor.
+PAIR_TIME_BITS = 5
+PAIR_TIME_STEP = 0.064
+
+
+def pair_seconds(keys: np.ndarray) -> np.ndarray:
+    """The anchor-to-partner time of landmark hashes (the middle of their step)."""
+    return ((keys & ((1 << PAIR_TIME_BITS) - 1)) + 0.5) * PAIR_TIME_STEP
+
 
 @dataclasses.dataclass(frozen=True)
 class Sparse:

@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from services.common import reasons
 from services.common.errors import InvalidArgument, ResourceExhausted
 
 SUPPORTED = "WAV, FLAC, OGG (Vorbis/Opus) or MP3"
@@ -85,10 +86,13 @@ class Decoder:
 
     def __init__(self, data: bytes, max_seconds: float, target_rate: int, limits: Limits = DEFAULT_LIMITS) -> None:
         if not data:
-            raise InvalidArgument("the upload is empty: send the bytes of a " + SUPPORTED + " file")
+            raise InvalidArgument(
+                f"the upload is empty: send the bytes of a {SUPPORTED} file", reason=reasons.EMPTY_UPLOAD
+            )
         if len(data) > limits.max_bytes:
             raise ResourceExhausted(
-                f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)"
+                f"the upload is {len(data)} bytes; the limit is {limits.max_bytes} (AUDIOSEARCH_MAX_UPLOAD_BYTES)",
+                reason=reasons.UPLOAD_TOO_LARGE,
             )
         self.data, self.max_seconds, self.target_rate, self.limits = data, max_seconds, target_rate, limits
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -127,16 +131,19 @@ class Decoder:
                 if stream is not None:
                     yield stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         except sf.LibsndfileError as exc:
-            raise InvalidArgument(_not_audio(_REASONS.get(exc.error_string, exc.error_string))) from None
+            raise _not_audio(_REASONS.get(exc.error_string, exc.error_string)) from None
         except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
-            raise InvalidArgument(_not_audio(f"{exc}")) from None
+            raise _not_audio(f"{exc}") from None
         if read == 0:
-            raise InvalidArgument("the audio file holds no samples (a header without audio data)")
+            raise InvalidArgument(
+                "the audio file holds no samples (a header without audio data)", reason=reasons.CORRUPT_AUDIO
+            )
         duration = read / rate
         if duration < limits.min_seconds:
             raise InvalidArgument(
                 f"the audio is {_seconds(duration)} long ({read} sample{'s' if read != 1 else ''} at {rate} Hz); "
-                f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)"
+                f"at least {limits.min_seconds:g} s is needed (AUDIOSEARCH_MIN_AUDIO_SECONDS)",
+                reason=reasons.AUDIO_TOO_SHORT,
             )
         self.duration = duration
 
@@ -213,21 +220,24 @@ def _read_into(f: sf.SoundFile, out: np.ndarray) -> int:
     return int(frames)
 
 
-def _not_audio(reason: str) -> str:
-    reason = reason.strip().rstrip(".")
-    return f"could not decode the upload as audio ({reason}); send a {SUPPORTED} file"
+def _not_audio(why: str) -> InvalidArgument:
+    why = why.strip().rstrip(".")
+    message = f"could not decode the upload as audio ({why}); send a {SUPPORTED} file"
+    return InvalidArgument(message, reason=reasons.NOT_AUDIO)
 
 
 def _check_format(rate: int, channels: int, limits: Limits) -> None:
     if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
         raise InvalidArgument(
             f"the file declares a sample rate of {rate} Hz; supported rates are {limits.min_sample_rate}-"
-            f"{limits.max_sample_rate} Hz (AUDIOSEARCH_MIN_SAMPLE_RATE, AUDIOSEARCH_MAX_SAMPLE_RATE)"
+            f"{limits.max_sample_rate} Hz (AUDIOSEARCH_MIN_SAMPLE_RATE, AUDIOSEARCH_MAX_SAMPLE_RATE)",
+            reason=reasons.UNSUPPORTED_AUDIO_FORMAT,
         )
     if not 1 <= channels <= limits.max_channels:
         raise InvalidArgument(
             f"the file declares {channels} channels; at most {limits.max_channels} are supported "
-            "(AUDIOSEARCH_MAX_CHANNELS)"
+            "(AUDIOSEARCH_MAX_CHANNELS)",
+            reason=reasons.UNSUPPORTED_AUDIO_FORMAT,
         )
 
 
@@ -239,33 +249,40 @@ def _check_length(frames: int, rate: int, channels: int, max_seconds: float, lim
         if declared:
             raise ResourceExhausted(
                 f"the file declares {_seconds(frames / rate)} of audio; the limit is {_seconds(max_seconds)} "
-                "(AUDIOSEARCH_MAX_AUDIO_SECONDS)"
+                "(AUDIOSEARCH_MAX_AUDIO_SECONDS)",
+                reason=reasons.AUDIO_TOO_LONG,
             )
         raise ResourceExhausted(
             f"the audio is longer than the limit of {_seconds(max_seconds)} (AUDIOSEARCH_MAX_AUDIO_SECONDS); "
-            "decoding stopped there"
+            "decoding stopped there",
+            reason=reasons.AUDIO_TOO_LONG,
         )
     if frames * channels > limits.max_samples:
         shape = f"{channels} channels at {rate} Hz"
         if declared:
             raise ResourceExhausted(
                 f"the file declares {frames * channels} samples ({shape}); the limit is {limits.max_samples} "
-                "samples per upload (AUDIOSEARCH_MAX_DECODED_SAMPLES)"
+                "samples per upload (AUDIOSEARCH_MAX_DECODED_SAMPLES)",
+                reason=reasons.TOO_MANY_SAMPLES,
             )
         raise ResourceExhausted(
             f"the audio holds more than the limit of {limits.max_samples} samples per upload ({shape}; "
-            "AUDIOSEARCH_MAX_DECODED_SAMPLES); decoding stopped there"
+            "AUDIOSEARCH_MAX_DECODED_SAMPLES); decoding stopped there",
+            reason=reasons.TOO_MANY_SAMPLES,
         )
 
 
 def _check_values(block: np.ndarray) -> None:
     peak = float(np.max(np.abs(block)))
     if not math.isfinite(peak):
-        raise InvalidArgument("the audio holds NaN or infinite samples (corrupt floating-point data)")
+        raise InvalidArgument(
+            "the audio holds NaN or infinite samples (corrupt floating-point data)", reason=reasons.CORRUPT_AUDIO
+        )
     if peak > MAX_AMPLITUDE:
         raise InvalidArgument(
             f"the audio holds samples of magnitude {peak:.3g}; floating-point audio must stay within "
-            f"±{MAX_AMPLITUDE:g} (full scale is ±1): the data is corrupt"
+            f"±{MAX_AMPLITUDE:g} (full scale is ±1): the data is corrupt",
+            reason=reasons.CORRUPT_AUDIO,
         )
 
 

@@ -9,6 +9,7 @@ from typing import cast
 
 import numpy as np
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.common.vectors import Vector
@@ -63,9 +64,17 @@ def window_and_hop(info: ModelInfo, window: float, hop: float) -> tuple[float, f
     window = window or info.window_seconds
     hop = hop or min(info.hop_seconds, window)
     if not info.min_seconds <= window <= MAX_WINDOW_SECONDS:
-        raise InvalidArgument(f"window must be {info.min_seconds}-{MAX_WINDOW_SECONDS} s for {info.name}, got {window}")
+        raise InvalidArgument(
+            f"window must be {info.min_seconds}-{MAX_WINDOW_SECONDS} s for {info.name}, got {window}",
+            reason=reasons.INVALID_FIELD,
+            field="window_seconds",
+        )
     if not 0.05 <= hop <= window:
-        raise InvalidArgument(f"hop must be between 0.05 s and the window ({window} s), got {hop}")
+        raise InvalidArgument(
+            f"hop must be between 0.05 s and the window ({window} s), got {hop}",
+            reason=reasons.INVALID_FIELD,
+            field="hop_seconds",
+        )
     return window, hop
 
 

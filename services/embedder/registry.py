@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.text import quoted
 from services.embedder.config import EmbedderConfig
@@ -89,9 +90,13 @@ class Registry:
         name = name or self.default_name
         slot = self.slots.get(name)
         if slot is None:
-            raise InvalidArgument(f"unknown model {quoted(name)}; this embedder offers: {', '.join(self.slots)}")
+            raise InvalidArgument(
+                f"unknown model {quoted(name)}; this embedder offers: {', '.join(self.slots)}",
+                reason=reasons.UNKNOWN_MODEL,
+                field="model",
+            )
         if slot.state == LOADING:
             raise Unavailable(f"model {name} is still loading; retry shortly")
         if slot.state == UNAVAILABLE:
-            raise FailedPrecondition(f"model {name} is unavailable: {slot.reason}")
+            raise FailedPrecondition(f"model {name} is unavailable: {slot.reason}", reason=reasons.MODEL_UNAVAILABLE)
         return slot.model

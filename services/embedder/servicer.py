@@ -31,6 +31,8 @@ def model_pb(
         sparse=info.sparse,
         landmarks=info.landmarks,
         min_confidence=info.min_confidence,
+        purpose=info.purpose,
+        score_meaning=info.score_meaning,
     )
 
 

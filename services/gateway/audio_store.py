@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from services.common import reasons
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -101,19 +102,38 @@ class AudioStore:
         """Seconds `start` to `end` (0: the end of the item, or the longest
         segment allowed) of an item `duration` s long."""
         if self.root is None:
-            raise FailedPrecondition("this gateway does not keep audio (AUDIOSEARCH_KEEP_AUDIO=false): no playback")
+            raise FailedPrecondition(
+                "this gateway does not keep audio (AUDIOSEARCH_KEEP_AUDIO=false): no playback",
+                reason=reasons.PLAYBACK_DISABLED,
+            )
         if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < 0:
-            raise InvalidArgument(f"start and end must be seconds from 0, got {start} and {end}")
+            raise InvalidArgument(
+                f"start and end must be seconds from 0, got {start} and {end}",
+                reason=reasons.SEGMENT_OUT_OF_RANGE,
+                field="start_seconds",
+            )
         if duration and start >= duration:
-            raise InvalidArgument(f"start {start} s is past the end of the item ({duration:.2f} s)")
+            raise InvalidArgument(
+                f"start {start} s is past the end of the item ({duration:.2f} s)",
+                reason=reasons.SEGMENT_OUT_OF_RANGE,
+                field="start_seconds",
+            )
         if end == 0:
             end = min(duration or start + MAX_SEGMENT_SECONDS, start + MAX_SEGMENT_SECONDS)
         elif duration:
             end = min(end, duration)  # clipped first: a range past the end is fine, as at the end
         if end <= start:
-            raise InvalidArgument(f"end ({end} s) must be after start ({start} s)")
+            raise InvalidArgument(
+                f"end ({end} s) must be after start ({start} s)",
+                reason=reasons.SEGMENT_OUT_OF_RANGE,
+                field="end_seconds",
+            )
         if end - start > MAX_SEGMENT_SECONDS:
-            raise InvalidArgument(f"a segment is at most {MAX_SEGMENT_SECONDS:.0f} s; asked {end - start:.1f} s")
+            raise InvalidArgument(
+                f"a segment is at most {MAX_SEGMENT_SECONDS:.0f} s; asked {end - start:.1f} s",
+                reason=reasons.SEGMENT_OUT_OF_RANGE,
+                field="end_seconds",
+            )
         path = self._file(library, item_id)
         if not path.is_file():
             raise NotFound(f"the audio of item {item_id} is not stored (inserted while audio was not kept?)")

@@ -197,6 +197,12 @@ class CatalogClient(_Client):
     async def get_item(self, item_id: int) -> Item:
         return convert.item((await self._call("GetItem", cat.GetItemRequest(id=item_id))).item)
 
+    async def update_item(
+        self, item_id: int, name: str | None, add_tags: Sequence[str], remove_tags: Sequence[str]
+    ) -> Item:
+        request = cat.UpdateItemRequest(id=item_id, name=name, add_tags=add_tags, remove_tags=remove_tags)
+        return convert.item((await self._call("UpdateItem", request)).item)
+
     async def get_ready_items(self, ids: Sequence[int]) -> list[Item]:
         r = await self._call("BatchGetItems", cat.BatchGetItemsRequest(ids=ids, state=cat.ITEM_STATE_READY))
         return [convert.item(i) for i in r.items]

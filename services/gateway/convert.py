@@ -13,6 +13,7 @@ from audiosearch.embedder.v1 import embedder_pb2 as emb
 from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.search.v1 import search_pb2 as srch
 
+from services.common import reasons
 from services.common.convert import timestamp, vector_fields, vector_from_message
 from services.common.errors import InvalidArgument
 from services.common.vectors import Vector
@@ -72,6 +73,11 @@ def item_pb(item: Item) -> pb.AudioItem:
     )
 
 
+def item_update(r: pb.UpdateAudioRequest) -> tuple[int, str | None, list[str], list[str]]:
+    """(id, new name or None when not set, tags to add, tags to remove)."""
+    return r.id, r.name if r.HasField("name") else None, list(r.add_tags), list(r.remove_tags)
+
+
 def search_response(ranking: Ranking) -> pb.SearchAudioResponse:
     return pb.SearchAudioResponse(
         results=[
@@ -107,7 +113,11 @@ async def monitor_request(messages: AsyncIterable[pb.MonitorRequest]) -> tuple[S
     stream = aiter(messages)
     first = await anext(stream, None)
     if first is None or first.WhichOneof("request") != "start":
-        raise InvalidArgument("the first message of the stream must carry `start` (the library and audio format)")
+        raise InvalidArgument(
+            "the first message of the stream must carry `start` (the library and audio format)",
+            reason=reasons.BAD_STREAM,
+            field="start",
+        )
     s = first.start
     start = Start(
         library=s.library,
@@ -115,6 +125,7 @@ async def monitor_request(messages: AsyncIterable[pb.MonitorRequest]) -> tuple[S
         channels=s.channels,
         sample_type=SAMPLE_TYPES.get(s.sample_type, ""),
         min_score=s.min_score,
+        live=s.live,
     )
     return start, _pcm(stream, start)
 
@@ -128,7 +139,9 @@ async def _pcm(stream: AsyncIterator[pb.MonitorRequest], start: Start) -> AsyncI
     rest = b""
     async for message in stream:
         if message.WhichOneof("request") == "start":
-            raise InvalidArgument("only the first message of the stream may carry `start`")
+            raise InvalidArgument(
+                "only the first message of the stream may carry `start`", reason=reasons.BAD_STREAM, field="start"
+            )
         data = rest + message.chunk
         whole = len(data) - len(data) % frame
         rest = data[whole:]
@@ -145,7 +158,9 @@ async def _pcm(stream: AsyncIterator[pb.MonitorRequest], start: Start) -> AsyncI
 
 def monitor_event(e: Event) -> pb.MonitorEvent:
     if e.occurrence is None or e.item is None:  # the summary
-        return pb.MonitorEvent(kind=MONITOR_KINDS[e.kind], scanned_seconds=e.scanned, occurrences=e.occurrences)
+        return pb.MonitorEvent(
+            kind=MONITOR_KINDS[e.kind], scanned_seconds=e.scanned, occurrences=e.occurrences, decided_at_seconds=e.at
+        )
     o = e.occurrence
     return pb.MonitorEvent(
         kind=MONITOR_KINDS[e.kind],
@@ -155,6 +170,7 @@ def monitor_event(e: Event) -> pb.MonitorEvent:
         played_seconds=o.played,
         speed=o.speed,
         confidence=o.confidence,
+        decided_at_seconds=e.at,
     )
 
 
@@ -187,7 +203,13 @@ def stats_response(stats: Stats) -> pb.StatsResponse:
         ],
         models=[
             pb.ModelStatus(
-                name=m.name, version=m.version, dim=m.dim, available=m.available, unavailable_reason=m.reason
+                name=m.name,
+                version=m.version,
+                dim=m.dim,
+                available=m.available,
+                unavailable_reason=m.reason,
+                purpose=m.purpose,
+                score_meaning=m.score_meaning,
             )
             for m in stats.models
         ],
@@ -241,6 +263,8 @@ def model_status(m: emb.ModelInfo) -> ModelStatus:
         sparse=m.sparse,
         landmarks=m.landmarks,
         min_confidence=m.min_confidence,
+        purpose=m.purpose,
+        score_meaning=m.score_meaning,
     )
 
 

@@ -78,6 +78,11 @@ class Gateway:
     async def delete(self, item_id: int) -> None:
         await items.delete(self.backends, item_id)
 
+    async def update(
+        self, item_id: int, name: str | None = None, add_tags: Sequence[str] = (), remove_tags: Sequence[str] = ()
+    ) -> Item:
+        return await items.update(self.backends, item_id, name, add_tags, remove_tags)
+
     async def segment(self, item_id: int, start: float, end: float) -> tuple[Item, Segment]:
         return await items.segment(self.backends, item_id, start, end)
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.common import reasons
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -38,12 +39,14 @@ async def insert(
 ) -> tuple[Item, bool]:
     """(the item, whether this call added it); `auto_tags`: automatic tags kept per item."""
     if not library:
-        raise InvalidArgument("library must be set")
+        raise InvalidArgument("library must be set", reason=reasons.MISSING_FIELD, field="library")
     access.require(library, write=True)
     if not data:
-        raise InvalidArgument("the upload is empty: send the bytes of an audio file")
+        raise InvalidArgument(
+            "the upload is empty: send the bytes of an audio file", reason=reasons.EMPTY_UPLOAD, field="chunk"
+        )
     if not name:
-        raise InvalidArgument("name must be set (e.g. the file name)")
+        raise InvalidArgument("name must be set (e.g. the file name)", reason=reasons.MISSING_FIELD, field="name")
     catalog = backends.catalog
     lib = await catalog.get_library(library)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -59,7 +62,10 @@ async def insert(
     try:
         embedded = await backends.embedder.embed(data, lib.model, auto_tags, lib.window, lib.hop)
         if embedded.model != lib.model or embedded.dim != lib.dim:
-            raise FailedPrecondition(f"embedder returned {embedded.model} vectors for a {lib.model} library")
+            raise FailedPrecondition(
+                f"embedder returned {embedded.model} vectors for a {lib.model} library",
+                reason=reasons.LIBRARY_MODEL_MISMATCH,
+            )
         await backends.audio.put(library, item.id, data)  # before READY: a ready item can be played
         # Acknowledged only once durable (the search service's promise),
         # so a READY item keeps its vectors through a crash of the store.
@@ -109,7 +115,7 @@ async def insert_path(
 ) -> tuple[Item, bool]:
     """`insert` of a file on the gateway's machine, if `paths` allows reading it."""
     if not library:
-        raise InvalidArgument("library must be set")
+        raise InvalidArgument("library must be set", reason=reasons.MISSING_FIELD, field="library")
     access.require(library, write=True)
     data = paths.read(path)
     return await insert(backends, auto_tags, library, data, name or Path(path).name, path, tags, idempotency_key)

@@ -1,9 +1,12 @@
-"""One item: reading it, playing a stretch of it back, deleting it. Only a
-READY item is visible; a delete hides it first, then removes its parts."""
+"""One item: reading it, renaming and re-tagging it, playing a stretch of it
+back, deleting it. Only a READY item is visible; a delete hides it first,
+then removes its parts."""
 
 from __future__ import annotations
 
-from services.common.errors import NotFound
+from collections.abc import Sequence
+
+from services.common.errors import FailedPrecondition, NotFound
 from services.gateway import access
 from services.gateway.ports import Backends, Item, Segment
 from services.gateway.steps import remove
@@ -22,6 +25,27 @@ async def delete(backends: Backends, item_id: int) -> None:
     access.require_item(item_id, item.library, write=True)
     await backends.catalog.mark_deleting(item_id)  # hidden from search from here on
     await remove(backends, item.library, item.id)
+
+
+async def update(
+    backends: Backends,
+    item_id: int,
+    name: str | None = None,
+    add_tags: Sequence[str] = (),
+    remove_tags: Sequence[str] = (),
+) -> Item:
+    """Renames a ready item (`name` None: keeps it) and adds and removes
+    user tags; the catalog checks them as at insert. Needs write access to
+    the item's library."""
+    item = await backends.catalog.get_item(item_id)
+    access.require_item(item_id, item.library, write=True)
+    not_ready = NotFound(f"audio item {item_id} is not ready (still being inserted or deleted)")
+    if not item.ready:
+        raise not_ready
+    try:
+        return await backends.catalog.update_item(item_id, name, add_tags, remove_tags)
+    except FailedPrecondition:  # a delete began meanwhile: as invisible as above
+        raise not_ready from None
 
 
 async def segment(backends: Backends, item_id: int, start: float, end: float) -> tuple[Item, Segment]:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.common.vectors import POSITION_SCALE, Sparse
+from services.common.vectors import POSITION_SCALE, Sparse, pair_seconds
 
 TOLERANCE = 0.025  # s: half-width of the offset window (refined peak times: 85-100% of true pairs within it)
 SLOPE_SPAN = 0.012  # relative: how far the true speed may be from its hypothesis
@@ -52,6 +52,7 @@ AS_RECORDED_SHARE = 0.5  # of the false-alarm budget, for the line at speed = pi
 AS_RECORDED = (1.0, 1.0)
 QUERY_JITTER = 0.016  # s: copies of one query anchor from different STFT phases
 MAX_EVIDENCE_GAP = 2.0  # s: a gap this long on the line ends the stretch a match reports
+EDGE_GAP = 0.5  # s: the stretch's first and last landmarks each have an on-line neighbour this near
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,13 @@ class Landmarks:
         return cls(keys.astype(np.uint32), times)
 
 
+def anchored_within(vector: Sparse, offset: float, lo: float, hi: float) -> Sparse:
+    """The landmarks of a window at `offset` whose times lie in [lo, hi)."""
+    times = offset + (vector.values.astype(np.float64) - 1) * POSITION_SCALE
+    keep = (times >= lo) & (times < hi)
+    return Sparse(vector.indices[keep], vector.values[keep])
+
+
 @dataclasses.dataclass(frozen=True)
 class Alignment:
     """The best line between a query and an item under one hypothesis."""
@@ -84,43 +92,45 @@ class Alignment:
 
 
 def pairs(query: Landmarks, item: Landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query index, query time, item time) of every shared hash."""
-    order = np.argsort(item.keys, kind="stable")
-    keys, times = item.keys[order], item.times[order]
-    lo = np.searchsorted(keys, query.keys, side="left")
-    hi = np.searchsorted(keys, query.keys, side="right")
+    """(query index, query time, item time) of every shared hash; `item`
+    sorted by key (`distinctive` gives it so)."""
+    lo = np.searchsorted(item.keys, query.keys, side="left")
+    hi = np.searchsorted(item.keys, query.keys, side="right")
     counts = hi - lo
     q = np.repeat(np.arange(len(query.keys)), counts)
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
     idx = starts + np.arange(len(q))
-    return q, query.times[q], times[idx]
+    return q, query.times[q], item.times[idx]
 
 
-def _distinctive(landmarks: Landmarks) -> Landmarks:
-    """Only hashes met at most MAX_REPEATS times: a hash that recurs (a drum
-    hit, a repeated note) lines up with any recording of the same rhythm
-    at some tempo, which is rhythm, not a copy."""
-    _, inverse, counts = np.unique(landmarks.keys, return_inverse=True, return_counts=True)
+def distinctive(landmarks: Landmarks) -> Landmarks:
+    """Only hashes met at most MAX_REPEATS times, sorted by hash: a hash
+    that recurs (a drum hit, a repeated note) lines up with any recording
+    of the same rhythm at some tempo, which is rhythm, not a copy."""
+    order = np.argsort(landmarks.keys, kind="stable")
+    keys, times = landmarks.keys[order], landmarks.times[order]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     keep = counts[inverse] <= MAX_REPEATS
-    return Landmarks(landmarks.keys[keep], landmarks.times[keep])
+    return Landmarks(keys[keep], times[keep])
 
 
 def align(
     query: Landmarks, item: Landmarks, speed: float, duration: float, item_span: float, slope_span: float = SLOPE_SPAN
 ) -> Alignment | None:
     """The best line with a slope within `slope_span` of `speed` (see the module
-    docstring); `item_span` is the length of item audio fetched (the
-    offsets chance can take range over it plus the query)."""
-    query, item = _distinctive(query), _distinctive(item)
-    _, tq, ti = pairs(query, item)
+    docstring) between the `distinctive` landmarks of a query and an item;
+    `item_span` is the length of item audio fetched (the offsets chance
+    can take range over it plus the query)."""
+    q, tq, ti = pairs(query, item)
     if len(tq) == 0:
         return None
+    reach = pair_seconds(query.keys[q]) / speed  # anchor to partner, in query seconds
     # One event per coinciding pair of anchor peaks: the landmarks of one
     # anchor (its partners, its neighbouring hash cells) are not independent.
     # A query anchor found at several STFT phases is one anchor: its copies
     # sit within a few ms of each other.
     _, first = np.unique(np.stack([np.round(tq / QUERY_JITTER), ti]), axis=1, return_index=True)
-    tq, ti = tq[first], ti[first]
+    tq, ti, reach = tq[first], ti[first], reach[first]
     width = 2 * TOLERANCE
     step = TOLERANCE / max(duration, 1.0)
     n = min(MAX_SLOPES // 2, math.ceil(slope_span / step))
@@ -151,11 +161,21 @@ def align(
     offset = float(np.median(ti[on] - estimate * tq[on]))
     # The stretch the evidence covers: the longest run of the line's query
     # landmarks without a gap over MAX_EVIDENCE_GAP, so a stray chance
-    # landmark on the line, seconds away, does not stretch it.
-    times = np.sort(tq[on])
-    runs = np.split(times, np.flatnonzero(np.diff(times) > MAX_EVIDENCE_GAP) + 1)
+    # landmark on the line, seconds away, does not stretch it; it ends at
+    # the run's last partner peak (up to 1.28 s after its last anchor).
+    order = np.argsort(tq[on], kind="stable")
+    times, ends = tq[on][order], (tq + reach)[on][order]
+    cuts = np.flatnonzero(np.diff(times) > MAX_EVIDENCE_GAP) + 1
+    runs = np.split(np.arange(len(times)), cuts)
     covered = max(runs, key=len)
-    return Alignment(m, chance, estimate, offset, float(covered[0]), float(covered[-1]))
+    # Its edges are landmarks with a neighbour within EDGE_GAP: a lone one
+    # at an edge is as likely a chance pair (in the audio before or after
+    # the copy) as the copy's first or last, and many decisions over one
+    # playing (a live stream's) would find such a stray one at either end.
+    close = np.flatnonzero(np.diff(times[covered]) <= EDGE_GAP)
+    if len(close):
+        covered = covered[close[0] : close[-1] + 2]
+    return Alignment(m, chance, estimate, offset, float(times[covered[0]]), float(ends[covered].max()))
 
 
 def confidence(alignment: Alignment, library_seconds: float, duration: float, lines: float) -> float:
@@ -276,24 +296,30 @@ def decide(
     by_hypothesis: dict[tuple[float, float], list[tuple[float, Sparse]]] = {}
     for w in query:
         by_hypothesis.setdefault((w.speed, w.pitch), []).append((w.offset, w.vector))
-    hypotheses = {h: Landmarks.of(windows) for h, windows in by_hypothesis.items()}
+    prepared: dict[tuple[float, float], Landmarks] = {}  # each hypothesis' distinctive landmarks, once
+
+    def hypothesis(h: tuple[float, float]) -> Landmarks | None:
+        if h not in prepared and h in by_hypothesis:
+            prepared[h] = distinctive(Landmarks.of(by_hypothesis[h]))
+        return prepared.get(h)
+
     out = []
     for item_id, windows in items.items():
-        item = Landmarks.of(windows)
+        item = distinctive(Landmarks.of(windows))
         span = len(windows) * segment_seconds
         best: tuple[float, int, Alignment, tuple[float, float]] | None = None
-        chosen = list(tested[item_id]) if tested and item_id in tested else list(hypotheses)
+        chosen = list(tested[item_id]) if tested and item_id in tested else list(by_hypothesis)
         # The as-recorded test first (slope exactly 1, its own share of the
         # budget), then the hypotheses chosen for this item, as-recorded among them.
         for k, (speed, pitch) in enumerate([AS_RECORDED, *chosen]):
-            landmarks = hypotheses.get((speed, pitch))
+            landmarks = hypothesis((speed, pitch))
             if landmarks is None:
                 continue
             as_recorded = k == 0
             a = align(landmarks, item, speed, duration, span, 0.0 if as_recorded else SLOPE_SPAN)
             if a is None:
                 continue
-            c = confidence(a, library_seconds, duration, tries(as_recorded, len(hypotheses), duration))
+            c = confidence(a, library_seconds, duration, tries(as_recorded, len(by_hypothesis), duration))
             if best is None or (c, a.landmarks) > (best[0], best[1]):
                 best = (c, a.landmarks, a, (speed, pitch))
         if best is None:

@@ -4,6 +4,7 @@ folder of kept uploads); the catalog row is what makes it exist."""
 
 from __future__ import annotations
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.gateway import access
@@ -22,13 +23,23 @@ async def create_library(
             "or choose another model (e.g. fingerprint-v1)"
         )
     if not status.available:
-        raise FailedPrecondition(f"model {status.name} is unavailable: {status.reason}")
+        raise FailedPrecondition(
+            f"model {status.name} is unavailable: {status.reason}", reason=reasons.MODEL_UNAVAILABLE
+        )
     window = window or status.window
     hop = hop or min(status.hop, window)
     if not 0 < window <= MAX_WINDOW_SECONDS:
-        raise InvalidArgument(f"window must be more than 0 and at most {MAX_WINDOW_SECONDS} s, got {window}")
+        raise InvalidArgument(
+            f"window must be more than 0 and at most {MAX_WINDOW_SECONDS} s, got {window}",
+            reason=reasons.INVALID_FIELD,
+            field="window_seconds",
+        )
     if not 0 < hop <= window:
-        raise InvalidArgument(f"hop ({hop} s) must be positive and at most the window ({window} s)")
+        raise InvalidArgument(
+            f"hop ({hop} s) must be positive and at most the window ({window} s)",
+            reason=reasons.INVALID_FIELD,
+            field="hop_seconds",
+        )
     library = await backends.catalog.create_library(name, status.name, status.dim, description, window, hop)
     try:
         # The name was free in the catalog, so a collection under it is a

@@ -30,6 +30,9 @@ class ModelStatus:
     # A landmark fingerprint: decided by services/gateway/landmarks.py, below min_confidence is "no match".
     landmarks: bool = False
     min_confidence: float = 0.0
+    # What the model finds and what its score means (the embedder's words).
+    purpose: str = ""
+    score_meaning: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +213,13 @@ class CatalogPort(Protocol):
         ...
 
     async def get_item(self, item_id: int) -> Item: ...
+    async def update_item(
+        self, item_id: int, name: str | None, add_tags: Sequence[str], remove_tags: Sequence[str]
+    ) -> Item:
+        """Renames a READY item (`name` None: keeps it) and adds and removes
+        user tags; FailedPrecondition for an item not READY."""
+        ...
+
     async def get_ready_items(self, ids: Sequence[int]) -> list[Item]: ...
     async def list_items(self, library: str, page_size: int, page_token: str, tag: str) -> tuple[list[Item], str]: ...
     async def find_item_ids(self, library: str, tags: Sequence[str]) -> list[int]: ...

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.gateway import landmarks
-from services.gateway.ports import Backends, Item, Library, Window
+from services.gateway.ports import Backends, Hit, Item, Library, Window
 from services.gateway.voting import items_per_query_window, vote
 
 # Landmark models: nearest segments per query window, and candidate items tested.
@@ -116,13 +116,42 @@ async def rank_landmarks(
     best time-consistent line is tested against chance (with the
     query's decide-only landmarks too, which are not searched with)."""
     searched = [w for w in query.windows if not w.decide_only]
+    hits = await landmark_hits(backends, lib, searched, allowed, exclude)
+    return await decide_landmarks(backends, lib, query, searched, hits, top_k, threshold)
+
+
+async def landmark_hits(
+    backends: Backends,
+    lib: Library,
+    searched: Sequence[Window],
+    allowed: Sequence[int] = (),
+    exclude: Sequence[int] = (),
+    per_window: int = LANDMARK_HITS,
+) -> list[list[Hit]]:
+    """The `per_window` segments sharing most hashes with each searched
+    query window."""
     # The nearest segments, not grouped by item: Milvus Lite's grouped
     # search took 0.22-0.39 s for a 5 s query where the plain one took
     # 0.09 s (1.03 h library), and the accuracy figures in
     # docs/fingerprint.md were measured with plain top-k segments.
-    hits = await backends.vectors.search(
-        lib.name, lib.model, lib.dim, [w.vector for w in searched], LANDMARK_HITS, allowed, exclude, False
+    return await backends.vectors.search(
+        lib.name, lib.model, lib.dim, [w.vector for w in searched], per_window, allowed, exclude, False
     )
+
+
+async def decide_landmarks(
+    backends: Backends,
+    lib: Library,
+    query: Query,
+    searched: Sequence[Window],
+    hits: Sequence[Sequence[Hit]],
+    top_k: int,
+    threshold: Threshold,
+    library_seconds: float | None = None,
+) -> list[Result]:
+    """The match decision on `query` (every window, decide-only ones too),
+    given the `hits` of its `searched` windows (`landmark_hits`).
+    `library_seconds`: the library's audio, when the caller knows it."""
     chosen = landmarks.candidates(
         [[(h.item_id, h.window, h.score) for h in per] for per in hits],
         [(w.speed, w.pitch) for w in searched],
@@ -130,8 +159,8 @@ async def rank_landmarks(
     )
     fetched = await backends.vectors.get_many(lib.name, {i: c.windows for i, c in chosen.items()})
     items = {i: [(w.offset, w.vector) for w in got] for i, got in fetched.items()}
-    counts = {c.library: c for c in await backends.catalog.stats()}
-    library_seconds = counts[lib.name].duration_seconds if lib.name in counts else 0.0
+    if library_seconds is None:
+        library_seconds = await audio_seconds(backends, lib.name)
     windows = [landmarks.QueryWindow(w.offset, w.vector, w.speed, w.pitch) for w in query.windows]  # type: ignore[arg-type]
     tested = {i: c.hypotheses for i, c in chosen.items()}
     decisions = landmarks.decide(windows, items, query.duration, library_seconds, query.window, tested)
@@ -160,3 +189,9 @@ async def rank_landmarks(
             )
         )
     return results[:top_k]
+
+
+async def audio_seconds(backends: Backends, library: str) -> float:
+    """Seconds of audio in `library`'s READY items (the decision's library size)."""
+    counts = {c.library: c for c in await backends.catalog.stats()}
+    return counts[library].duration_seconds if library in counts else 0.0

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError
 from services.common.text import quoted
 from services.gateway.ports import Backends, Item, Library, ModelChange
@@ -112,7 +113,8 @@ class Reembed:
         if embedded.model != change.model or embedded.dim != change.dim:
             raise FailedPrecondition(
                 f"the embedder returned {embedded.model} ({embedded.dim}-d) vectors, "
-                f"not {change.model} ({change.dim}-d)"
+                f"not {change.model} ({change.dim}-d)",
+                reason=reasons.LIBRARY_MODEL_MISMATCH,
             )
         if not embedded.windows:
             return f"{change.model} made no windows of it"

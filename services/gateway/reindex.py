@@ -42,6 +42,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.limits import MAX_WINDOW_SECONDS
 from services.common.text import quoted
@@ -80,20 +81,36 @@ class Reindex:
     async def run(self) -> AsyncIterator[Progress]:
         access.require_admin("reindex a library")
         if not self.library:
-            raise InvalidArgument("library must be set")
+            raise InvalidArgument("library must be set", reason=reasons.MISSING_FIELD, field="library")
         if not self.model:
-            raise InvalidArgument("model must be set: the model to move the library to (audiosearch stats lists them)")
+            raise InvalidArgument(
+                "model must be set: the model to move the library to (audiosearch stats lists them)",
+                reason=reasons.MISSING_FIELD,
+                field="model",
+            )
         for what, value in (("window_seconds", self.window), ("hop_seconds", self.hop)):
             if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"{what} must be 0 (the new model's default) or more, got {value}")
+                raise InvalidArgument(
+                    f"{what} must be 0 (the new model's default) or more, got {value}",
+                    reason=reasons.INVALID_FIELD,
+                    field=what,
+                )
         lib = await self.catalog.get_library(self.library)
         status = await self._usable(self.model)
         window = self.window or status.window
         hop = self.hop or min(status.hop, window)
         if not 0 < window <= MAX_WINDOW_SECONDS:
-            raise InvalidArgument(f"window must be more than 0 and at most {MAX_WINDOW_SECONDS} s, got {window}")
+            raise InvalidArgument(
+                f"window must be more than 0 and at most {MAX_WINDOW_SECONDS} s, got {window}",
+                reason=reasons.INVALID_FIELD,
+                field="window_seconds",
+            )
         if not 0 < hop <= window:
-            raise InvalidArgument(f"hop ({hop} s) must be positive and at most the window ({window} s)")
+            raise InvalidArgument(
+                f"hop ({hop} s) must be positive and at most the window ({window} s)",
+                reason=reasons.INVALID_FIELD,
+                field="hop_seconds",
+            )
         # Two calls moving one library (two gateways, say) are safe: they write
         # the same vectors, and the catalog switches only to a change still
         # pending; the later one finds the work done or reports what changed.
@@ -112,7 +129,9 @@ class Reindex:
         if status.loading:
             raise Unavailable(f"model {status.name} is still loading (a first start downloads weights); retry shortly")
         if not status.available:
-            raise FailedPrecondition(f"model {status.name} is unavailable: {status.reason}")
+            raise FailedPrecondition(
+                f"model {status.name} is unavailable: {status.reason}", reason=reasons.MODEL_UNAVAILABLE
+            )
         return status
 
     async def _exists(self, key: str) -> bool:
@@ -148,12 +167,14 @@ class Reindex:
         if (self.window and not _close(window, now_window)) or (self.hop and not _close(hop, now_hop)):
             raise FailedPrecondition(
                 f"library {quoted(lib.name)} already uses {lib.model} (window {now_window:g} s, hop {now_hop:g} s); "
-                "a reindex moves a library to another model, it cannot change only the window or hop"
+                "a reindex moves a library to another model, it cannot change only the window or hop",
+                reason=reasons.REINDEX_REFUSED,
             )
         if status.dim != lib.dim:
             raise FailedPrecondition(
                 f"library {quoted(lib.name)} holds {lib.dim}-d {lib.model} vectors and {lib.model} is now "
-                f"{status.dim}-d: a reindex cannot move a library within one model; create a new library"
+                f"{status.dim}-d: a reindex cannot move a library within one model; create a new library",
+                reason=reasons.REINDEX_REFUSED,
             )
         cancelled = await self.catalog.cancel_model_change(lib.name)
         if cancelled is not None:
@@ -205,10 +226,11 @@ class Reindex:
             await self.catalog.get_library(lib.name)  # deleted meanwhile: that NOT_FOUND
             raise FailedPrecondition(
                 f"the new vectors of library {quoted(lib.name)} disappeared while it was being reindexed (another "
-                "reindex of it finished, replaced or cancelled this one); run it again"
+                "reindex of it finished, replaced or cancelled this one); run it again",
+                reason=reasons.REINDEX_REFUSED,
             ) from None
         if self.tally.failures:
-            raise FailedPrecondition(self._refusal(lib, change))
+            raise FailedPrecondition(self._refusal(lib, change), reason=reasons.REINDEX_REFUSED)
         # The commit and the adoption run to the end even if the caller goes
         # away meanwhile: stopping between them would leave the old vectors
         # serving requests that read the library by id.

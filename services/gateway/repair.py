@@ -21,6 +21,7 @@ import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from services.gateway import access
 from services.gateway.ports import DELETING, PENDING, READY, Backends, ItemState, Library
@@ -59,7 +60,9 @@ async def repair(backends: Backends, paths: ServerPaths, stale_after: float, dry
     """GatewayService.Repair: what was found (and, unless `dry_run`, fixed)."""
     access.require_admin("run repair")
     if stale_after < 0:
-        raise InvalidArgument("stale_after_seconds must not be negative")
+        raise InvalidArgument(
+            "stale_after_seconds must not be negative", reason=reasons.INVALID_FIELD, field="stale_after_seconds"
+        )
     return await Repair(backends, paths, stale_after, dry_run).run()
 
 

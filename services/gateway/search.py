@@ -8,12 +8,15 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 from services.common.text import quoted
 from services.gateway import access, items
 from services.gateway.ports import Backends
 from services.gateway.ranking import Query, Ranking, Threshold, rank, rank_landmarks
 from services.gateway.steps import model_status
+
+DEFAULT_TOP_K = 10  # what top_k 0 (unset) asks for
 
 
 async def search(
@@ -26,17 +29,30 @@ async def search(
     tags: Sequence[str] = (),
     min_score: float = 0.0,
 ) -> Ranking:
+    top_k = top_k or min(DEFAULT_TOP_K, max_top_k)
     if not 1 <= top_k <= max_top_k:
-        raise InvalidArgument(f"top_k must be between 1 and {max_top_k}, got {top_k}")
+        raise InvalidArgument(
+            f"top_k must be between 1 and {max_top_k} (0: the default, {DEFAULT_TOP_K}), got {top_k}",
+            reason=reasons.TOP_K_OUT_OF_RANGE,
+            field="top_k",
+        )
     if not math.isfinite(min_score):
-        raise InvalidArgument(f"min_score must be a finite number, got {min_score}")
+        raise InvalidArgument(
+            f"min_score must be a finite number, got {min_score}", reason=reasons.INVALID_FIELD, field="min_score"
+        )
     exclude: list[int] = []
     if item_id:
         if data:
-            raise InvalidArgument("give either an uploaded clip or item_id, not both")
+            raise InvalidArgument(
+                "give either an uploaded clip or item_id, not both", reason=reasons.CONFLICTING_FIELDS, field="item_id"
+            )
         source = await items.get(backends, item_id)
         if library and library != source.library:
-            raise InvalidArgument(f"item {item_id} is in library {source.library!r}, not {quoted(library)}")
+            raise InvalidArgument(
+                f"item {item_id} is in library {source.library!r}, not {quoted(library)}",
+                reason=reasons.ITEM_IN_OTHER_LIBRARY,
+                field="library",
+            )
         library = source.library
         lib = await backends.catalog.get_library(library)
         windows = await backends.vectors.get(library, item_id)
@@ -54,9 +70,11 @@ async def search(
         decided_by_landmarks, min_confidence = model.landmarks, model.min_confidence
     else:
         if not library:
-            raise InvalidArgument("library must be set")
+            raise InvalidArgument("library must be set", reason=reasons.MISSING_FIELD, field="library")
         if not data:
-            raise InvalidArgument("the query clip is empty: upload audio or set item_id")
+            raise InvalidArgument(
+                "the query clip is empty: upload audio or set item_id", reason=reasons.EMPTY_UPLOAD, field="chunk"
+            )
         access.require(library)
         lib = await backends.catalog.get_library(library)
         embedded = await backends.embedder.embed(data, lib.model, 0, lib.window, lib.hop, query=True)

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from services.common import reasons
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from services.common.text import quoted
 
@@ -29,9 +30,9 @@ class ServerPaths:
         if not self.allowed_roots:
             raise PermissionDenied("inserting by server path is disabled; set AUDIOSEARCH_ALLOWED_ROOTS on the gateway")
         if not path or not os.path.isabs(path):
-            raise InvalidArgument(f"path must be absolute, got {quoted(path)}")
+            raise InvalidArgument(f"path must be absolute, got {quoted(path)}", reason=reasons.BAD_PATH, field="path")
         if "\x00" in path:
-            raise InvalidArgument("path must not contain NUL characters")
+            raise InvalidArgument("path must not contain NUL characters", reason=reasons.BAD_PATH, field="path")
         resolved = Path(os.path.realpath(path))  # follows symlinks: a link cannot escape a root
         roots = [Path(os.path.realpath(r)) for r in self.allowed_roots]
         if not any(resolved == root or root in resolved.parents for root in roots):
@@ -39,7 +40,9 @@ class ServerPaths:
         try:
             is_file = resolved.is_file()
         except OSError as exc:  # e.g. a name longer than the file system allows
-            raise InvalidArgument(f"unusable path {quoted(path)}: {exc.strerror}") from None
+            raise InvalidArgument(
+                f"unusable path {quoted(path)}: {exc.strerror}", reason=reasons.BAD_PATH, field="path"
+            ) from None
         if not is_file:
             raise NotFound(f"no file at {quoted(path)}")
         return resolved

@@ -81,6 +81,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         await self.gateway.delete(request.id)
         return pb.DeleteAudioResponse()
 
+    async def UpdateAudio(self, request, context):  # type: ignore[no-untyped-def]
+        item = await self.gateway.update(*convert.item_update(request))
+        return pb.UpdateAudioResponse(item=convert.item_pb(item))
+
     async def Stats(self, request, context):  # type: ignore[no-untyped-def]
         return convert.stats_response(await self.gateway.stats())
 

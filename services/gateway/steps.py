@@ -4,6 +4,7 @@ finish removals this way)."""
 
 from __future__ import annotations
 
+from services.common import reasons
 from services.common.errors import InvalidArgument
 from services.common.text import quoted
 from services.gateway.ports import DELETING, Backends, ModelStatus
@@ -15,7 +16,11 @@ async def model_status(backends: Backends, name: str) -> ModelStatus:
     name = name or default
     status = next((m for m in models if m.name == name), None)
     if status is None:
-        raise InvalidArgument(f"unknown model {quoted(name)}; available: {', '.join(m.name for m in models)}")
+        raise InvalidArgument(
+            f"unknown model {quoted(name)}; available: {', '.join(m.name for m in models)}",
+            reason=reasons.UNKNOWN_MODEL,
+            field="model",
+        )
     return status
 
 

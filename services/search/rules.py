@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from services.common import reasons
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.text import quoted
 from services.common.vectors import Sparse, Vector
@@ -41,7 +42,8 @@ def resolve(
     if model is not None and not fits(binding, model, dim):
         raise FailedPrecondition(
             f"library {quoted(library)} holds {binding.model} vectors ({binding.dim}-d); "
-            f"{model} ({dim}-d) vectors cannot be mixed in. Use a library created for {model}."
+            f"{model} ({dim}-d) vectors cannot be mixed in. Use a library created for {model}.",
+            reason=reasons.LIBRARY_MODEL_MISMATCH,
         )
     return name, binding
 
@@ -58,7 +60,10 @@ def creation(library: str, model: str, dim: int, sparse: bool) -> tuple[str, str
 
 
 def already_bound(library: str, binding: Binding) -> FailedPrecondition:
-    return FailedPrecondition(f"library {quoted(library)} is already bound to {binding.model} ({binding.dim}-d)")
+    return FailedPrecondition(
+        f"library {quoted(library)} is already bound to {binding.model} ({binding.dim}-d)",
+        reason=reasons.LIBRARY_MODEL_MISMATCH,
+    )
 
 
 def check_key(v: WindowVector) -> None:

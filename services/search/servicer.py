@@ -8,6 +8,7 @@ import asyncio
 from audiosearch.search.v1 import search_pb2 as pb
 from audiosearch.search.v1 import search_pb2_grpc as pb_grpc
 
+from services.common import reasons
 from services.common.convert import vector_fields, vector_from_message
 from services.common.errors import InvalidArgument
 from services.search.contract import Store, WindowVector
@@ -17,7 +18,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 def _library(name: str) -> str:
     if not name:
-        raise InvalidArgument("library must be set")
+        raise InvalidArgument("library must be set", reason=reasons.MISSING_FIELD, field="library")
     return name
 
 
@@ -58,7 +59,11 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
         if not 1 <= request.top_k <= self.max_top_k:
-            raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {request.top_k}")
+            raise InvalidArgument(
+                f"top_k must be between 1 and {self.max_top_k}, got {request.top_k}",
+                reason=reasons.TOP_K_OUT_OF_RANGE,
+                field="top_k",
+            )
         if request.hits_per_item not in (0, 1):
             # Milvus Lite 3.2.2 returns only the first group for group sizes above 1.
             raise InvalidArgument(f"hits_per_item must be 0 or 1, got {request.hits_per_item}")

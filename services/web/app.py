@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common import reasons
 from services.common.text import bounded
 from services.web import openapi
 from services.web.config import WebConfig
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Every route calls the gateway's gRPC API (`audiosearch.gateway.v1.GatewayService`)
 and answers the proto3 JSON of its response: the same fields, `.proto` names, int64 ids as strings.
-Errors are `{"error": {"code", "message", "http_status"}}`, with the HTTP status of the gRPC code.
+Errors are `{"error": {"code", "message", "http_status", "reason", "field_violations"}}`, with the HTTP
+status of the gRPC code; `reason` (docs/clients.md lists them) is what to branch on, `field_violations`
+name the fields at fault.
 With auth on at the gateway, send `Authorization: Bearer TOKEN` (the Authorize button).
 Live monitoring is a WebSocket, outside this document: `/v1/libraries/{library}/monitor/live` (docs/web.md)."""
 
@@ -60,8 +63,11 @@ def create_app(config: WebConfig, channel: grpc.aio.Channel) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # loc is (where, name...): ("query", "top_k"), ("body", "file").
+        violations = [(".".join(map(str, e["loc"][1:] or e["loc"])), str(e["msg"])) for e in exc.errors()]
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return JSONResponse(HttpError(400, "INVALID_ARGUMENT", problems).body(), status_code=400)
+        error = HttpError(400, "INVALID_ARGUMENT", problems, reason=reasons.INVALID_FIELD, violations=violations)
+        return JSONResponse(error.body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

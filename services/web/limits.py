@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from services.common import reasons
 from services.common.config import env_name
 from services.common.text import quoted
 from services.web.errors import HttpError
@@ -25,9 +26,10 @@ def check_upload(upload: UploadFile, limit: int) -> None:
     """An empty or oversized file part is refused before the gateway is called."""
     what = quoted(upload.filename) if upload.filename else "the upload"
     if upload.size is not None and upload.size > limit:
-        raise HttpError(413, "RESOURCE_EXHAUSTED", f"{what} is larger than {SETTING}={limit} bytes")
+        message = f"{what} is larger than {SETTING}={limit} bytes"
+        raise HttpError(413, "RESOURCE_EXHAUSTED", message, reason=reasons.UPLOAD_TOO_LARGE)
     if upload.size == 0:
-        raise HttpError(400, "INVALID_ARGUMENT", f"{what} is empty")
+        raise HttpError(400, "INVALID_ARGUMENT", f"{what} is empty", reason=reasons.EMPTY_UPLOAD)
 
 
 def auth(request: Request) -> tuple[tuple[str, str], ...] | None:
@@ -94,5 +96,5 @@ class BodyLimit:
             f"the request is larger than {SETTING}={self.upload_limit} bytes"
             f" (plus {FORM_ALLOWANCE} bytes for the form's other fields)"
         )
-        error = HttpError(413, "RESOURCE_EXHAUSTED", message)
+        error = HttpError(413, "RESOURCE_EXHAUSTED", message, reason=reasons.UPLOAD_TOO_LARGE)
         await JSONResponse(error.body(), status_code=413)(scope, receive, send)

@@ -21,6 +21,7 @@ from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from fastapi import WebSocket, WebSocketDisconnect
 
 from services.common.chunks import CHUNK_BYTES
+from services.common.jsonview import monitor_event_dict
 from services.web.errors import HttpError
 from services.web.limits import MAX_AUTHORIZATION
 
@@ -33,26 +34,8 @@ NDJSON_DOC = (
 END = "end"  # the text message that ends a live stream's audio (its last events still come)
 
 
-def event_dict(e: pb.MonitorEvent) -> dict[str, Any]:
-    """An event as `audiosearch monitor --json` prints it (seconds as numbers)."""
-    if e.kind == pb.MONITOR_EVENT_KIND_SUMMARY:
-        return {"event": "summary", "scanned_seconds": round(e.scanned_seconds, 2), "occurrences": e.occurrences}
-    return {
-        "event": "started" if e.kind == pb.MONITOR_EVENT_KIND_STARTED else "match",
-        "id": e.item.id,
-        "name": e.item.name,
-        "stream_start": round(e.stream_range.start_seconds, 2),
-        "stream_end": round(e.stream_range.end_seconds, 2),
-        "item_start": round(e.item_range.start_seconds, 2),
-        "item_end": round(e.item_range.end_seconds, 2),
-        "played_seconds": round(e.played_seconds, 2),
-        "speed": round(e.speed, 4),
-        "confidence": round(e.confidence, 6),
-    }
-
-
 def line(e: pb.MonitorEvent) -> bytes:
-    return json.dumps(event_dict(e)).encode() + b"\n"
+    return json.dumps(monitor_event_dict(e)).encode() + b"\n"
 
 
 # A recording: decoded here, sent as float samples (or 16-bit ones as they are).
@@ -144,7 +127,8 @@ def ws_token(ws: WebSocket) -> tuple[tuple[str, str], ...] | None:
 
 
 def live_start(library: str, params: Any) -> pb.MonitorStart:
-    """The MonitorStart of `?rate=&channels=&sample_type=&min_score=`; the gateway checks the ranges."""
+    """The MonitorStart of `?rate=&channels=&sample_type=&min_score=` (live:
+    the audio comes at its own pace); the gateway checks the ranges."""
     try:
         rate = int(params.get("rate", ""))
         channels = int(params.get("channels", "1"))
@@ -155,7 +139,12 @@ def live_start(library: str, params: Any) -> pb.MonitorStart:
     if kind not in SAMPLE_TYPES:
         raise HttpError(400, "INVALID_ARGUMENT", f"sample_type must be one of {', '.join(SAMPLE_TYPES)}")
     return pb.MonitorStart(
-        library=library, sample_rate=rate, channels=channels, sample_type=SAMPLE_TYPES[kind], min_score=min_score
+        library=library,
+        sample_rate=rate,
+        channels=channels,
+        sample_type=SAMPLE_TYPES[kind],
+        min_score=min_score,
+        live=True,  # the WebSocket's audio comes at its own pace: decide more often
     )
 
 
@@ -191,7 +180,7 @@ async def live(ws: WebSocket, gateway: pb_grpc.GatewayServiceStub, library: str)
 async def forward(ws: WebSocket, call: Any) -> None:
     try:
         while (e := await call.read()) is not grpc.aio.EOF:
-            await ws.send_text(json.dumps(event_dict(e)))
+            await ws.send_text(json.dumps(monitor_event_dict(e)))
     except grpc.aio.AioRpcError as exc:
         if exc.code() != grpc.StatusCode.CANCELLED:
             await close_with(ws, HttpError.from_rpc(exc))

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from services.common.chunks import reader_messages
 from services.common.jsonview import message_dict
-from services.web import monitor
+from services.web import monitor, schema
 from services.web.config import WebConfig
 from services.web.errors import HttpError
 from services.web.limits import SETTING, auth, check_upload
@@ -39,6 +39,7 @@ MIN_SCORE = (
     "with a fingerprint model a clip whose source is not in the library gets no results. "
     "A negative value keeps every result."
 )
+UPDATE_BODY = schema.body(pb.UpdateAudioRequest.DESCRIPTOR, "id")
 TAGS = "Only items carrying any of these tags, user or automatic (repeat the field); none: every item."
 
 
@@ -114,6 +115,27 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
     @app.get("/v1/items/{item_id}", responses=responses(pb.GetAudioResponse, 404), tags=["items"])
     async def get_item(request: Request, item_id: ItemId) -> JSONResponse:
         return await json(request, gateway.GetAudio, pb.GetAudioRequest(id=item_id))
+
+    @app.patch(
+        "/v1/items/{item_id}",
+        responses=responses(pb.UpdateAudioResponse, 404),
+        tags=["items"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": UPDATE_BODY}}}},
+    )
+    async def update_item(request: Request, item_id: ItemId) -> JSONResponse:
+        """Renames the item and/or adds and removes user tags. Body: JSON with
+        any of `name` (the new name; absent keeps it), `add_tags` and
+        `remove_tags` (lists; automatic tags stay). Answers the item as it
+        is afterwards; 400 for an empty or too long name, a bad tag, a tag
+        both added and removed, or more than 64 user tags."""
+        try:
+            message = json_format.Parse(await request.body() or b"{}", pb.UpdateAudioRequest())
+        except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
+            raise HttpError(400, "INVALID_ARGUMENT", f"body is not an item update: {exc}") from None
+        if message.id not in (0, item_id):
+            raise HttpError(400, "INVALID_ARGUMENT", "the body's id differs from the path's: leave it out")
+        message.id = item_id
+        return await json(request, gateway.UpdateAudio, message)
 
     @app.delete("/v1/items/{item_id}", responses=responses(pb.DeleteAudioResponse, 404), tags=["items"])
     async def delete_item(request: Request, item_id: ItemId) -> JSONResponse:

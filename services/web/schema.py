@@ -65,6 +65,13 @@ def add(message: Descriptor, out: dict[str, dict[str, Any]]) -> None:
     out[message.full_name] = {"type": "object", "properties": properties}
 
 
+def body(message: Descriptor, *omit: str) -> dict[str, Any]:
+    """An inline schema of a JSON request body: `message`'s fields but
+    `omit` (those the path carries), no others. Scalars and lists only."""
+    properties = {f.name: _field(f, {}) for f in message.fields if f.name not in omit}
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
 def ref(message: Descriptor) -> dict[str, str]:
     return _ref(message.full_name)
 
@@ -79,6 +86,18 @@ ERROR: dict[str, Any] = {
                 "code": {"type": "string", "description": "the gRPC status code name, e.g. NOT_FOUND"},
                 "message": {"type": "string"},
                 "http_status": {"type": "integer"},
+                "reason": {
+                    "type": "string",
+                    "description": "what to branch on, e.g. NOT_AUDIO, TOP_K_OUT_OF_RANGE (docs/clients.md)",
+                },
+                "field_violations": {
+                    "type": "array",
+                    "description": "the request fields at fault, where a field is",
+                    "items": {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "description": {"type": "string"}},
+                    },
+                },
             },
         }
     },

@@ -40,6 +40,8 @@ try {
   await page.selectOption("#library", library);
 
   await page.click("#listen");
+  // Listen's handler awaits the microphone and the audio graph before it enables Stop.
+  await page.waitForFunction(() => !document.querySelector("#stop").disabled, null, { timeout: 30_000 });
   seen.stop_enabled = await page.$eval("#stop", (b) => !b.disabled);
   await page.waitForFunction(() => document.querySelector("#now-playing").textContent.startsWith("now playing:"), null, { timeout: 60_000 });
   seen.now_playing = await page.textContent("#now-playing");

@@ -2,6 +2,7 @@
 //   node page.mjs BASE_URL SCREENSHOT QUERY BAD_FILE FILE...
 // checks the client-side name check, uploads BAD_FILE (its error must show
 // under Upload), uploads FILEs into a new library, pages through its items,
+// edits the tags of one item (adds, removes, a bad tag's error),
 // searches with QUERY (an excerpt of the first FILE), checks the source
 // ranks first with its whole waveform and the match marked, plays it from
 // the match, asks for more like it, fails a search, switches library,
@@ -86,6 +87,26 @@ try {
   seen.more_after = await page.isVisible("#items-more");
   seen.item_tags = await page.$eval("#items li .tags", (e) => e.textContent);
   await page.screenshot({ path: shot("items"), fullPage: true });
+
+  // Editing tags of an item (not the one searched for below): add one, see
+  // it shown; remove one by its ×; a bad tag's error shows beside the field.
+  const edited = page.locator("#items li", { hasNotText: expected }).first();
+  await edited.locator(".add-tag input").fill("Edited Tag");
+  await edited.locator(".add-tag button").click();
+  await edited.locator(".tag", { hasText: "edited tag" }).waitFor();
+  seen.tag_added = await edited.locator(".tags").textContent();
+  await edited.locator(".tag", { hasText: "loops" }).locator(".untag").click();
+  await page.waitForFunction(
+    (itemId) => !document.querySelector(`#items li[data-item-id="${itemId}"] .tags`).textContent.includes("loops"),
+    await edited.getAttribute("data-item-id"));
+  seen.tag_removed = await edited.locator(".tags").textContent();
+  await edited.locator(".add-tag input").fill("   ");
+  await edited.locator(".add-tag button").click();
+  await edited.locator(".tag-error:not(:empty)").waitFor();
+  seen.tag_error = await edited.locator(".tag-error").textContent();
+  const editedId = await edited.getAttribute("data-item-id");
+  seen.tag_api_id = editedId;
+  seen.tag_api = (await (await page.request.get(`${base}/v1/items/${editedId}`)).json()).item.user_tags;
 
   // Search with an excerpt.
   await page.setInputFiles("#query", query);

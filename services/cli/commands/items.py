@@ -1,4 +1,4 @@
-"""Commands on items: index, get, ls, delete (search: services/cli/commands/search.py)."""
+"""Commands on items: index, get, ls, tag, rename, delete (search: services/cli/commands/search.py)."""
 
 from __future__ import annotations
 
@@ -164,3 +164,16 @@ def cmd_ls(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_delete(args: argparse.Namespace) -> tuple[Any, str]:
     stub(args).DeleteAudio(pb.DeleteAudioRequest(id=args.id), timeout=TIMEOUT)
     return {"deleted": args.id}, f"deleted {args.id}"
+
+
+def _update(args: argparse.Namespace, request: pb.UpdateAudioRequest) -> tuple[Any, str]:
+    d = message_dict(stub(args).UpdateAudio(request, timeout=TIMEOUT).item)
+    return d, describe(d)
+
+
+def cmd_tag(args: argparse.Namespace) -> tuple[Any, str]:
+    return _update(args, pb.UpdateAudioRequest(id=args.id, add_tags=args.add, remove_tags=args.remove))
+
+
+def cmd_rename(args: argparse.Namespace) -> tuple[Any, str]:
+    return _update(args, pb.UpdateAudioRequest(id=args.id, name=args.name))

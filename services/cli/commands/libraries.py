@@ -1,4 +1,4 @@
-"""Commands on libraries and the whole store: libraries, stats, repair, reindex."""
+"""Commands on libraries and the whole store: libraries, delete-library, stats, repair, reindex."""
 
 from __future__ import annotations
 
@@ -15,12 +15,41 @@ from services.cli.output import SystemExitWith, printable
 from services.common.jsonview import message_dict
 
 
+def model_purposes(client: Any) -> dict[str, str]:
+    """What each model finds, by name (the gateway's Stats); empty when the
+    gateway cannot tell (the embedder is down): the purpose is a courtesy."""
+    try:
+        response = client.Stats(pb.StatsRequest(), timeout=TIMEOUT)
+    except grpc.RpcError:
+        return {}
+    return {m.name: m.purpose for m in response.models if m.purpose}
+
+
 def cmd_libraries(args: argparse.Namespace) -> tuple[Any, str]:
-    response = stub(args).ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT)
+    client = stub(args)
+    response = client.ListLibraries(pb.ListLibrariesRequest(), timeout=TIMEOUT)
+    # --json: the HTTP API's libraries, as they are; `stats` has each model's purpose.
     docs = [message_dict(lib) for lib in response.libraries]
-    return docs, "\n".join(
-        f"{lib.name}: {lib.model} ({lib.dim}-d) {lib.description}" for lib in response.libraries
-    ) or "no libraries"
+    if getattr(args, "json", False) or not response.libraries:
+        return docs, "no libraries"
+    purposes = model_purposes(client)
+    lines = []
+    for lib in response.libraries:
+        line = f"{lib.name}: {lib.model} ({lib.dim}-d)"
+        if purpose := purposes.get(lib.model):
+            line += f": {purpose}"
+        if lib.description:
+            line += f"\n  {printable(lib.description)}"
+        lines.append(line)
+    return docs, "\n".join(lines)
+
+
+def cmd_delete_library(args: argparse.Namespace) -> tuple[Any, str]:
+    # args.yes is checked as a usage error before this runs (services/cli/args.py).
+    deleted = stub(args).DeleteLibrary(pb.DeleteLibraryRequest(name=args.name), timeout=TIMEOUT).deleted_items
+    items = "item" if deleted == 1 else "items"
+    doc = {"library": args.name, "deleted_items": deleted}
+    return doc, f"deleted library {printable(args.name)} with its {deleted} {items}, their vectors and kept uploads"
 
 
 def cmd_stats(args: argparse.Namespace) -> tuple[Any, str]:
@@ -36,6 +65,10 @@ def cmd_stats(args: argparse.Namespace) -> tuple[Any, str]:
     for m in response.models:
         state = "available" if m.available else f"unavailable: {m.unavailable_reason}"
         lines.append(f"  {m.name} ({m.version}, {m.dim}-d): {state}")
+        if m.purpose:
+            lines.append(f"    {m.purpose}")
+        if m.score_meaning:
+            lines.append(f"    score: {m.score_meaning}")
     return doc, "\n".join(lines)
 
 

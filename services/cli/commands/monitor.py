@@ -16,6 +16,7 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from services.cli.client import stub
 from services.cli.output import CliError, printable
 from services.common.chunks import CHUNK_BYTES
+from services.common.jsonview import monitor_event_dict
 
 SAMPLE_BYTES = 2  # the CLI sends 16-bit PCM
 
@@ -41,8 +42,11 @@ def _source(args: argparse.Namespace) -> tuple[pb.MonitorStart, Iterator[bytes]]
     if args.file == "-":
         if not args.rate:
             raise CliError("INVALID_ARGUMENT", "raw PCM on stdin needs --rate (and --channels unless mono)")
-        start.sample_rate, start.channels = args.rate, args.channels
-        return start, iter(lambda: sys.stdin.buffer.read(CHUNK_BYTES), b"")
+        # stdin is live (a microphone, a radio stream): decide more often.
+        start.sample_rate, start.channels, start.live = args.rate, args.channels, True
+        # read1: what the pipe holds now (up to a chunk), not a full chunk,
+        # which at 16 kHz mono would hold the audio back for 33 s.
+        return start, iter(lambda: sys.stdin.buffer.read1(CHUNK_BYTES), b"")
     path = Path(args.file)
     if not path.is_file():
         raise CliError("NOT_FOUND", f"no such file: {args.file}")
@@ -56,22 +60,6 @@ def _source(args: argparse.Namespace) -> tuple[pb.MonitorStart, Iterator[bytes]]
     return start, _file(path, start)
 
 
-def event_dict(e: pb.MonitorEvent) -> dict[str, Any]:
-    """An occurrence event as --json prints it (seconds as numbers)."""
-    return {
-        "event": "started" if e.kind == pb.MONITOR_EVENT_KIND_STARTED else "match",
-        "id": e.item.id,
-        "name": e.item.name,
-        "stream_start": round(e.stream_range.start_seconds, 2),
-        "stream_end": round(e.stream_range.end_seconds, 2),
-        "item_start": round(e.item_range.start_seconds, 2),
-        "item_end": round(e.item_range.end_seconds, 2),
-        "played_seconds": round(e.played_seconds, 2),
-        "speed": round(e.speed, 4),
-        "confidence": round(e.confidence, 6),
-    }
-
-
 def cmd_monitor(args: argparse.Namespace) -> tuple[Any, str]:
     start, chunks = _source(args)
     requests = itertools.chain([pb.MonitorRequest(start=start)], (pb.MonitorRequest(chunk=c) for c in chunks))
@@ -82,7 +70,7 @@ def cmd_monitor(args: argparse.Namespace) -> tuple[Any, str]:
         if e.kind == pb.MONITOR_EVENT_KIND_SUMMARY:
             summary.update(scanned_seconds=round(e.scanned_seconds, 2), occurrences=e.occurrences)
             continue
-        d = event_dict(e)
+        d = monitor_event_dict(e)
         if args.json:
             print(json.dumps(d), flush=True)
         elif e.kind == pb.MONITOR_EVENT_KIND_STARTED:

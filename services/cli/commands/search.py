@@ -12,6 +12,7 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from services.cli.client import DEFAULT_LIBRARY, TIMEOUT, stub
 from services.cli.files import upload
 from services.cli.output import CliError, printable
+from services.common import reasons
 from services.common.jsonview import message_dict
 
 
@@ -86,6 +87,7 @@ def too_short(path: Path, model: str) -> None:
             "INVALID_ARGUMENT",
             f"the query {printable(str(path))} is {duration:.2f} s long; {model} needs at least {shortest:g} s "
             "(a shorter clip is padded with silence and matches nothing)",
+            reason=reasons.AUDIO_TOO_SHORT,
         )
 
 

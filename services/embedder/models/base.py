@@ -40,6 +40,11 @@ class ModelInfo:
     # test decides, and a result below `min_confidence` is "no match".
     landmarks: bool = False
     min_confidence: float = 0.0
+    # What the model finds, in one sentence for people choosing a model (the
+    # CLI, the page, the no-match message read it from here and nowhere else).
+    purpose: str = ""
+    # What its score means: the range and how to read it.
+    score_meaning: str = ""
 
 
 @dataclasses.dataclass

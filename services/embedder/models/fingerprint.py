@@ -79,6 +79,11 @@ class FingerprintModel:
         min_evidence=0.07,
         sparse=True,
         whole_signal=True,
+        purpose=(
+            "Finds copies and excerpts of the same recording (re-encoded, trimmed, noisy): "
+            'not "similar sounds". No weights needed.'
+        ),
+        score_meaning="fingerprint similarity, -1 to 1: above the threshold, the clip is taken from this recording",
     )
 
     def __init__(self) -> None:

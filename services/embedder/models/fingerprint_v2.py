@@ -41,7 +41,7 @@ import dataclasses
 import numpy as np
 from scipy.ndimage import maximum_filter, uniform_filter, uniform_filter1d
 
-from services.common.vectors import POSITION_SCALE, Sparse
+from services.common.vectors import PAIR_TIME_BITS, POSITION_SCALE, Sparse
 from services.embedder.models.base import Embeddings, ModelInfo
 from services.embedder.models.entry import ModelEntry
 
@@ -75,7 +75,7 @@ BLOCK_SECONDS, MARGIN_SECONDS = 60, 5  # long signals are fingerprinted in block
 # factor. The time difference in DT_CELL-frame steps.
 F_STEP, F_KNEE = np.log2(1.02), 50.0
 DF_CELL, DT_CELL = 1.5, 2.0
-F_BITS, R_BITS, T_BITS = 7, 7, 5
+F_BITS, R_BITS, T_BITS = 7, 7, PAIR_TIME_BITS  # the time difference where the gateway reads it
 R_ZERO = 1 << (R_BITS - 1)  # differences below 0 take the lower half
 SEGMENT_SECONDS = 1.0
 QUERY_CHUNK_SECONDS = 2.0
@@ -126,6 +126,14 @@ class FingerprintV2Model:
         whole_signal=True,
         landmarks=True,
         min_confidence=0.99,
+        purpose=(
+            "Finds copies and excerpts of the same recording, even sped up, slowed down or pitch-shifted: "
+            'not "similar sounds". No weights needed.'
+        ),
+        score_meaning=(
+            "confidence, 0 to 1, that this recording contains the clip "
+            "(1 minus the chance of a match this good by accident)"
+        ),
     )
 
     def __init__(self) -> None:

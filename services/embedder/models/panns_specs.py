@@ -12,7 +12,8 @@ from services.embedder.models.checkpoint import Checkpoint
 ZENODO = "https://zenodo.org/record/3987831/files"
 
 
-def panns_info(name: str, version: str, dim: int, sample_rate: int) -> ModelInfo:
+def panns_info(name: str, version: str, dim: int, sample_rate: int, variant: str) -> ModelInfo:
+    # `variant`: how this network differs from Cnn14, for its purpose ("" for Cnn14).
     # 10 s windows: what PANNs were trained on (AudioSet clips).
     return ModelInfo(
         name=name,
@@ -23,13 +24,18 @@ def panns_info(name: str, version: str, dim: int, sample_rate: int) -> ModelInfo
         hop_seconds=5.0,
         min_seconds=1.0,
         produces_tags=True,
+        purpose=(
+            f"Semantic similarity{variant}: the same kind of sound (a dog bark, a siren, applause), "
+            "with automatic tags. Needs its weights (audiosearch fetch-weights)."
+        ),
+        score_meaning="embedding similarity, -1 to 1: higher is more the same kind of sound",
     )
 
 
 # The sample rates are the front ends' (panns_frontend); PannsModel refuses a mismatch.
-CNN14_INFO = panns_info("panns-cnn14", "mAP=0.431", 2048, 32000)
-CNN14_16K_INFO = panns_info("panns-cnn14-16k", "mAP=0.438", 2048, 16000)
-MOBILENETV1_INFO = panns_info("panns-mobilenetv1", "mAP=0.389", 1024, 32000)
+CNN14_INFO = panns_info("panns-cnn14", "mAP=0.431", 2048, 32000, "")
+CNN14_16K_INFO = panns_info("panns-cnn14-16k", "mAP=0.438", 2048, 16000, " at 16 kHz")
+MOBILENETV1_INFO = panns_info("panns-mobilenetv1", "mAP=0.389", 1024, 32000, ", a smaller and faster network")
 
 CNN14_CHECKPOINT = Checkpoint(
     filename="Cnn14_mAP=0.431.pth",

@@ -44,6 +44,8 @@ class SpectralModel:
         window_seconds=2.0,
         hop_seconds=0.5,
         min_seconds=0.1,
+        purpose='"Sounds like this": recordings with a similar timbre and spectrum. Works offline, no weights needed.',
+        score_meaning="spectral similarity, -1 to 1: higher sounds more alike",
     )
 
     def __init__(self) -> None:

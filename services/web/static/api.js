@@ -44,10 +44,13 @@ export function seconds(value) {
   return `${Number(value || 0).toFixed(1)} s`;
 }
 
-// What each model is for, and what its score means: data (models.json), not logic.
+// What each model is for, and what its score means: the embedder's words,
+// as GET /v1/stats gives them (each model's purpose and score_meaning).
 let modelNotes = {};
-export async function loadModelNotes() {
-  modelNotes = await fetch("/static/models.json").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+export function setModelNotes(models) {
+  modelNotes = Object.fromEntries(
+    (models || []).map((m) => [m.name, { purpose: m.purpose || "", score: m.score_meaning || "" }]),
+  );
 }
 export function modelNote(model) {
   return modelNotes[model] || { purpose: "", score: "" };

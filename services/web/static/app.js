@@ -2,7 +2,7 @@
 // HTTP/JSON API of this server (/v1/...), the same one /docs describes.
 // Each action reports beside itself (report(id, ...)), never in another's place.
 
-import { $, api, loadModelNotes, modelNote, onTokenChange, report } from "./api.js";
+import { $, api, modelNote, onTokenChange, report, setModelNotes } from "./api.js";
 import { loadItems } from "./items.js";
 import { clearResults, showResults, similarUrl } from "./results.js";
 import { uploadFiles } from "./uploads.js";
@@ -24,6 +24,7 @@ function showModel(select, note) {
 async function loadLibraries(select = "") {
   const [listed, stats] = await Promise.all([api("/v1/libraries"), api("/v1/stats")]);
   libraries = listed.libraries;
+  setModelNotes(stats.models);
   const choice = $("library");
   const previous = select || choice.value;
   choice.replaceChildren(...libraries.map((lib) => new Option(`${lib.name} (${lib.model})`, lib.name)));
@@ -198,4 +199,4 @@ $("query").addEventListener("change", () => {
 
 const start = () => loadLibraries().catch((error) => report("library-status", `Cannot reach the API: ${error.message}`, true));
 onTokenChange(start);
-loadModelNotes().then(start);
+start();

@@ -1,7 +1,8 @@
 // The library's items, a page at a time (next_page_token), each with its
-// tags, "More like this" and Delete.
+// tags (editable: services/web/static/tags.js), "More like this" and Delete.
 
-import { $, api, report, seconds, tagList } from "./api.js";
+import { $, api, report, seconds } from "./api.js";
+import { editableTags } from "./tags.js";
 
 // Items per page; ?page_size=N in the page's address changes it.
 const PAGE_SIZE = Number(new URLSearchParams(location.search).get("page_size")) || 50;
@@ -44,6 +45,6 @@ function itemRow(item, actions) {
   remove.textContent = "Delete";
   remove.className = "delete";
   remove.addEventListener("click", () => actions.remove(item, [row]));
-  row.append(label, tagList(item), similar, remove);
+  row.append(label, editableTags(item), similar, remove);
   return row;
 }

@@ -21,7 +21,13 @@ function stretch(item, match) {
 // Also lets go of the recordings the players held.
 export function clearResults() {
   for (const player of $("results").querySelectorAll(".player")) {
-    if (player.src.startsWith("blob:")) URL.revokeObjectURL(player.src);
+    const src = player.src;
+    if (!src.startsWith("blob:")) continue;
+    // Detached first: a player still loading its blob would otherwise
+    // report the revoked URL as a failed load.
+    player.removeAttribute("src");
+    player.load();
+    URL.revokeObjectURL(src);
   }
   $("results").replaceChildren();
 }

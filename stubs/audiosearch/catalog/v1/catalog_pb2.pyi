@@ -380,3 +380,21 @@ class CancelModelChangeResponse(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     cancelled: ModelChange
     def __init__(self, cancelled: _Optional[_Union[ModelChange, _Mapping]] = ...) -> None: ...
+
+class UpdateItemRequest(_message.Message):
+    __slots__ = ("id", "name", "add_tags", "remove_tags")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADD_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    add_tags: _containers.RepeatedScalarFieldContainer[str]
+    remove_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., add_tags: _Optional[_Iterable[str]] = ..., remove_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateItemResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...

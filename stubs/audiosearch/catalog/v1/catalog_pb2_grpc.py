@@ -125,6 +125,11 @@ class CatalogServiceStub:
                 request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.FromString,
                 _registered_method=True)
+        self.UpdateItem = channel.unary_unary(
+                '/audiosearch.catalog.v1.CatalogService/UpdateItem',
+                request_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -256,6 +261,21 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateItem(self, request, context):
+        """Renames a READY item and/or adds and removes its user tags, in one
+        transaction; automatic tags are left alone. Names and tags follow the
+        rules of ReserveItem (a name of 1-512 characters, tags of 1-255 once
+        trimmed and lower-cased, at most 64 user tags per item). Adding a tag
+        the item has, or removing one it lacks, changes nothing.
+        INVALID_ARGUMENT for a bad name or tag, a tag both added and removed,
+        or more than 64 user tags afterwards; NOT_FOUND for an unknown id;
+        FAILED_PRECONDITION for an item that is not READY (being inserted or
+        deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +368,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.CancelModelChange,
                     request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.FromString,
                     response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.SerializeToString,
+            ),
+            'UpdateItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateItem,
+                    request_deserializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemRequest.FromString,
+                    response_serializer=audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -837,6 +862,33 @@ class CatalogService:
             '/audiosearch.catalog.v1.CatalogService/CancelModelChange',
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeRequest.SerializeToString,
             audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.CancelModelChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.catalog.v1.CatalogService/UpdateItem',
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemRequest.SerializeToString,
+            audiosearch_dot_catalog_dot_v1_dot_catalog__pb2.UpdateItemResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,33 +24,34 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&audiosearch/embedder/v1/embedder.proto\x12\x17\x61udiosearch.embedder.v1\"\xa1\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x02\x12\x11\n\tavailable\x18\x07 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x15\n\rproduces_tags\x18\t \x01(\x08\x12\x0f\n\x07loading\x18\n \x01(\x08\x12\x14\n\x0cmin_evidence\x18\x0b \x01(\x02\x12\x0e\n\x06sparse\x18\x0c \x01(\x08\x12\x11\n\tlandmarks\x18\r \x01(\x08\x12\x16\n\x0emin_confidence\x18\x0e \x01(\x02\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".audiosearch.embedder.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x83\x01\n\x0c\x45mbedOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08top_tags\x18\x02 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x04 \x01(\x02\x12\r\n\x05query\x18\x05 \x01(\x08\x12\x16\n\x0esingle_framing\x18\x06 \x01(\x08\"U\n\x0c\x45mbedRequest\x12\x36\n\x07options\x18\x01 \x01(\x0b\x32%.audiosearch.embedder.v1.EmbedOptions\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\\\n\tAudioInfo\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xc3\x01\n\x06Window\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x02 \x01(\x02\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\x12\x35\n\x06sparse\x18\x05 \x01(\x0b\x32%.audiosearch.embedder.v1.SparseVector\x12\r\n\x05speed\x18\x06 \x01(\x02\x12\r\n\x05pitch\x18\x07 \x01(\x02\x12\x13\n\x0b\x64\x65\x63ide_only\x18\x08 \x01(\x08\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xd3\x01\n\rEmbedResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".audiosearch.embedder.v1.ModelInfo\x12\x31\n\x05\x61udio\x18\x02 \x01(\x0b\x32\".audiosearch.embedder.v1.AudioInfo\x12\x30\n\x07windows\x18\x03 \x03(\x0b\x32\x1f.audiosearch.embedder.v1.Window\x12*\n\x04tags\x18\x04 \x03(\x0b\x32\x1c.audiosearch.embedder.v1.Tag2\xd2\x01\n\x0f\x45mbedderService\x12\x65\n\nListModels\x12*.audiosearch.embedder.v1.ListModelsRequest\x1a+.audiosearch.embedder.v1.ListModelsResponse\x12X\n\x05\x45mbed\x12%.audiosearch.embedder.v1.EmbedRequest\x1a&.audiosearch.embedder.v1.EmbedResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&audiosearch/embedder/v1/embedder.proto\x12\x17\x61udiosearch.embedder.v1\"\xc9\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x02\x12\x11\n\tavailable\x18\x07 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x15\n\rproduces_tags\x18\t \x01(\x08\x12\x0f\n\x07loading\x18\n \x01(\x08\x12\x14\n\x0cmin_evidence\x18\x0b \x01(\x02\x12\x0e\n\x06sparse\x18\x0c \x01(\x08\x12\x11\n\tlandmarks\x18\r \x01(\x08\x12\x16\n\x0emin_confidence\x18\x0e \x01(\x02\x12\x0f\n\x07purpose\x18\x0f \x01(\t\x12\x15\n\rscore_meaning\x18\x10 \x01(\t\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".audiosearch.embedder.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x83\x01\n\x0c\x45mbedOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08top_tags\x18\x02 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x02\x12\x13\n\x0bhop_seconds\x18\x04 \x01(\x02\x12\r\n\x05query\x18\x05 \x01(\x08\x12\x16\n\x0esingle_framing\x18\x06 \x01(\x08\"U\n\x0c\x45mbedRequest\x12\x36\n\x07options\x18\x01 \x01(\x0b\x32%.audiosearch.embedder.v1.EmbedOptions\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\\\n\tAudioInfo\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xc3\x01\n\x06Window\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x16\n\x0eoffset_seconds\x18\x02 \x01(\x02\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x02\x12\x0e\n\x06vector\x18\x04 \x03(\x02\x12\x35\n\x06sparse\x18\x05 \x01(\x0b\x32%.audiosearch.embedder.v1.SparseVector\x12\r\n\x05speed\x18\x06 \x01(\x02\x12\r\n\x05pitch\x18\x07 \x01(\x02\x12\x13\n\x0b\x64\x65\x63ide_only\x18\x08 \x01(\x08\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"#\n\x03Tag\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xd3\x01\n\rEmbedResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".audiosearch.embedder.v1.ModelInfo\x12\x31\n\x05\x61udio\x18\x02 \x01(\x0b\x32\".audiosearch.embedder.v1.AudioInfo\x12\x30\n\x07windows\x18\x03 \x03(\x0b\x32\x1f.audiosearch.embedder.v1.Window\x12*\n\x04tags\x18\x04 \x03(\x0b\x32\x1c.audiosearch.embedder.v1.Tag2\xd2\x01\n\x0f\x45mbedderService\x12\x65\n\nListModels\x12*.audiosearch.embedder.v1.ListModelsRequest\x1a+.audiosearch.embedder.v1.ListModelsResponse\x12X\n\x05\x45mbed\x12%.audiosearch.embedder.v1.EmbedRequest\x1a&.audiosearch.embedder.v1.EmbedResponse(\x01\x42l\n\x1aio.audiosearch.embedder.v1P\x01ZLgithub.com/audiosearch/audiosearch/gen/go/audiosearch/embedder/v1;embedderv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiosearch.embedder.v1.embedder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\032io.audiosearch.embedder.v1P\001ZLgithub.com/audiosearch/audiosearch/gen/go/audiosearch/embedder/v1;embedderv1'
   _globals['_MODELINFO']._serialized_start=68
-  _globals['_MODELINFO']._serialized_end=357
-  _globals['_LISTMODELSREQUEST']._serialized_start=359
-  _globals['_LISTMODELSREQUEST']._serialized_end=378
-  _globals['_LISTMODELSRESPONSE']._serialized_start=380
-  _globals['_LISTMODELSRESPONSE']._serialized_end=475
-  _globals['_EMBEDOPTIONS']._serialized_start=478
-  _globals['_EMBEDOPTIONS']._serialized_end=609
-  _globals['_EMBEDREQUEST']._serialized_start=611
-  _globals['_EMBEDREQUEST']._serialized_end=696
-  _globals['_AUDIOINFO']._serialized_start=698
-  _globals['_AUDIOINFO']._serialized_end=790
-  _globals['_WINDOW']._serialized_start=793
-  _globals['_WINDOW']._serialized_end=988
-  _globals['_SPARSEVECTOR']._serialized_start=990
-  _globals['_SPARSEVECTOR']._serialized_end=1037
-  _globals['_TAG']._serialized_start=1039
-  _globals['_TAG']._serialized_end=1074
-  _globals['_EMBEDRESPONSE']._serialized_start=1077
-  _globals['_EMBEDRESPONSE']._serialized_end=1288
-  _globals['_EMBEDDERSERVICE']._serialized_start=1291
-  _globals['_EMBEDDERSERVICE']._serialized_end=1501
+  _globals['_MODELINFO']._serialized_end=397
+  _globals['_LISTMODELSREQUEST']._serialized_start=399
+  _globals['_LISTMODELSREQUEST']._serialized_end=418
+  _globals['_LISTMODELSRESPONSE']._serialized_start=420
+  _globals['_LISTMODELSRESPONSE']._serialized_end=515
+  _globals['_EMBEDOPTIONS']._serialized_start=518
+  _globals['_EMBEDOPTIONS']._serialized_end=649
+  _globals['_EMBEDREQUEST']._serialized_start=651
+  _globals['_EMBEDREQUEST']._serialized_end=736
+  _globals['_AUDIOINFO']._serialized_start=738
+  _globals['_AUDIOINFO']._serialized_end=830
+  _globals['_WINDOW']._serialized_start=833
+  _globals['_WINDOW']._serialized_end=1028
+  _globals['_SPARSEVECTOR']._serialized_start=1030
+  _globals['_SPARSEVECTOR']._serialized_end=1077
+  _globals['_TAG']._serialized_start=1079
+  _globals['_TAG']._serialized_end=1114
+  _globals['_EMBEDRESPONSE']._serialized_start=1117
+  _globals['_EMBEDRESPONSE']._serialized_end=1328
+  _globals['_EMBEDDERSERVICE']._serialized_start=1331
+  _globals['_EMBEDDERSERVICE']._serialized_end=1541
 # @@protoc_insertion_point(module_scope)

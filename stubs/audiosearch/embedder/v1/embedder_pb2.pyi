@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading", "min_evidence", "sparse", "landmarks", "min_confidence")
+    __slots__ = ("name", "version", "dim", "sample_rate", "window_seconds", "hop_seconds", "available", "unavailable_reason", "produces_tags", "loading", "min_evidence", "sparse", "landmarks", "min_confidence", "purpose", "score_meaning")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,8 @@ class ModelInfo(_message.Message):
     SPARSE_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MEANING_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
@@ -36,7 +38,9 @@ class ModelInfo(_message.Message):
     sparse: bool
     landmarks: bool
     min_confidence: float
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ..., min_evidence: _Optional[float] = ..., sparse: _Optional[bool] = ..., landmarks: _Optional[bool] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+    purpose: str
+    score_meaning: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., sample_rate: _Optional[int] = ..., window_seconds: _Optional[float] = ..., hop_seconds: _Optional[float] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., produces_tags: _Optional[bool] = ..., loading: _Optional[bool] = ..., min_evidence: _Optional[float] = ..., sparse: _Optional[bool] = ..., landmarks: _Optional[bool] = ..., min_confidence: _Optional[float] = ..., purpose: _Optional[str] = ..., score_meaning: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

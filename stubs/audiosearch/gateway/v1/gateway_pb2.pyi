@@ -332,6 +332,24 @@ class DeleteAudioResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class UpdateAudioRequest(_message.Message):
+    __slots__ = ("id", "name", "add_tags", "remove_tags")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADD_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    add_tags: _containers.RepeatedScalarFieldContainer[str]
+    remove_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., add_tags: _Optional[_Iterable[str]] = ..., remove_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateAudioResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: AudioItem
+    def __init__(self, item: _Optional[_Union[AudioItem, _Mapping]] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -355,18 +373,22 @@ class LibraryStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., items: _Optional[int] = ..., pending_items: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., indexed_items: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "version", "dim", "available", "unavailable_reason")
+    __slots__ = ("name", "version", "dim", "available", "unavailable_reason", "purpose", "score_meaning")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MEANING_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
     available: bool
     unavailable_reason: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+    purpose: str
+    score_meaning: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., purpose: _Optional[str] = ..., score_meaning: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("libraries", "models", "default_model")
@@ -453,18 +475,20 @@ class ReindexLibraryResponse(_message.Message):
     def __init__(self, total_items: _Optional[int] = ..., reindexed_items: _Optional[int] = ..., skipped_items: _Optional[int] = ..., failed_items: _Optional[int] = ..., failure: _Optional[_Union[ReindexFailure, _Mapping]] = ..., elapsed_seconds: _Optional[float] = ..., outcome: _Optional[_Union[ReindexOutcome, str]] = ..., library: _Optional[_Union[Library, _Mapping]] = ..., previous_model: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class MonitorStart(_message.Message):
-    __slots__ = ("library", "sample_rate", "channels", "sample_type", "min_score")
+    __slots__ = ("library", "sample_rate", "channels", "sample_type", "min_score", "live")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TYPE_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     library: str
     sample_rate: int
     channels: int
     sample_type: SampleType
     min_score: float
-    def __init__(self, library: _Optional[str] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sample_type: _Optional[_Union[SampleType, str]] = ..., min_score: _Optional[float] = ...) -> None: ...
+    live: bool
+    def __init__(self, library: _Optional[str] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., sample_type: _Optional[_Union[SampleType, str]] = ..., min_score: _Optional[float] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class MonitorRequest(_message.Message):
     __slots__ = ("start", "chunk")
@@ -475,7 +499,7 @@ class MonitorRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[MonitorStart, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class MonitorEvent(_message.Message):
-    __slots__ = ("kind", "item", "stream_range", "item_range", "played_seconds", "speed", "confidence", "scanned_seconds", "occurrences")
+    __slots__ = ("kind", "item", "stream_range", "item_range", "played_seconds", "speed", "confidence", "scanned_seconds", "occurrences", "decided_at_seconds")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
     STREAM_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +509,7 @@ class MonitorEvent(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SCANNED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: MonitorEventKind
     item: AudioItem
     stream_range: TimeRange
@@ -494,4 +519,5 @@ class MonitorEvent(_message.Message):
     confidence: float
     scanned_seconds: float
     occurrences: int
-    def __init__(self, kind: _Optional[_Union[MonitorEventKind, str]] = ..., item: _Optional[_Union[AudioItem, _Mapping]] = ..., stream_range: _Optional[_Union[TimeRange, _Mapping]] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., played_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., confidence: _Optional[float] = ..., scanned_seconds: _Optional[float] = ..., occurrences: _Optional[int] = ...) -> None: ...
+    decided_at_seconds: float
+    def __init__(self, kind: _Optional[_Union[MonitorEventKind, str]] = ..., item: _Optional[_Union[AudioItem, _Mapping]] = ..., stream_range: _Optional[_Union[TimeRange, _Mapping]] = ..., item_range: _Optional[_Union[TimeRange, _Mapping]] = ..., played_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., confidence: _Optional[float] = ..., scanned_seconds: _Optional[float] = ..., occurrences: _Optional[int] = ..., decided_at_seconds: _Optional[float] = ...) -> None: ...

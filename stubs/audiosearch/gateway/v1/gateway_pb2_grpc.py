@@ -28,6 +28,24 @@ if _version_not_supported:
 class GatewayServiceStub:
     """The public API of audiosearch: manage libraries of recordings, add audio
     and find the recordings most similar to a clip.
+
+    Status codes every RPC may return, beside those listed on each:
+    UNAUTHENTICATED when the gateway has a tokens file and the call carries
+    no valid `authorization: Bearer` token; RESOURCE_EXHAUSTED when the
+    gateway already serves AUDIOSEARCH_MAX_CONCURRENT_RPCS calls (retry
+    later) or a disk is full; UNAVAILABLE when a service behind the gateway
+    is down (after retries) or its database or vector store fails (retry).
+    With auth on, an item in a library the caller may not read is
+    NOT_FOUND (ids reveal nothing about other libraries), and a library it
+    may not read or write is PERMISSION_DENIED.
+
+    Every INVALID_ARGUMENT and FAILED_PRECONDITION (and a size limit's
+    RESOURCE_EXHAUSTED) carries a google.rpc.ErrorInfo in the
+    grpc-status-details-bin trailer, domain "audiosearch.io": its reason is
+    what a client branches on, never the message. The reasons each RPC gives
+    are named in parentheses below (docs/clients.md lists them all); one
+    raised without a more specific reason carries the code's name. A field
+    at fault is also named by a google.rpc.BadRequest.
     """
 
     def __init__(self, channel):
@@ -86,6 +104,11 @@ class GatewayServiceStub:
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioRequest.SerializeToString,
                 response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioResponse.FromString,
                 _registered_method=True)
+        self.UpdateAudio = channel.unary_unary(
+                '/audiosearch.gateway.v1.GatewayService/UpdateAudio',
+                request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioRequest.SerializeToString,
+                response_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/audiosearch.gateway.v1.GatewayService/Stats',
                 request_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsRequest.SerializeToString,
@@ -111,23 +134,52 @@ class GatewayServiceStub:
 class GatewayServiceServicer:
     """The public API of audiosearch: manage libraries of recordings, add audio
     and find the recordings most similar to a clip.
+
+    Status codes every RPC may return, beside those listed on each:
+    UNAUTHENTICATED when the gateway has a tokens file and the call carries
+    no valid `authorization: Bearer` token; RESOURCE_EXHAUSTED when the
+    gateway already serves AUDIOSEARCH_MAX_CONCURRENT_RPCS calls (retry
+    later) or a disk is full; UNAVAILABLE when a service behind the gateway
+    is down (after retries) or its database or vector store fails (retry).
+    With auth on, an item in a library the caller may not read is
+    NOT_FOUND (ids reveal nothing about other libraries), and a library it
+    may not read or write is PERMISSION_DENIED.
+
+    Every INVALID_ARGUMENT and FAILED_PRECONDITION (and a size limit's
+    RESOURCE_EXHAUSTED) carries a google.rpc.ErrorInfo in the
+    grpc-status-details-bin trailer, domain "audiosearch.io": its reason is
+    what a client branches on, never the message. The reasons each RPC gives
+    are named in parentheses below (docs/clients.md lists them all); one
+    raised without a more specific reason carries the code's name. A field
+    at fault is also named by a google.rpc.BadRequest.
     """
 
     def CreateLibrary(self, request, context):
-        """Creates a library bound to one embedding model.
+        """Creates a library bound to one embedding model. INVALID_ARGUMENT for a
+        bad name (reason BAD_NAME), an unknown model (UNKNOWN_MODEL), a window
+        or hop out of range or a too long description (INVALID_FIELD), or a
+        description with control characters (BAD_TEXT); ALREADY_EXISTS when the
+        name is taken; FAILED_PRECONDITION (MODEL_UNAVAILABLE) when the model
+        is unavailable (no weights: the message says how to get them);
+        UNAVAILABLE while the model is still loading; PERMISSION_DENIED
+        without write access to the name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLibraries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists the libraries, by name. With auth on, only those the caller may
+        read; never PERMISSION_DENIED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteLibrary(self, request, context):
-        """Deletes a library with all its items and vectors.
+        """Deletes a library with all its items, vectors and kept uploads.
+        NOT_FOUND for an unknown library; PERMISSION_DENIED without write
+        access to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,7 +188,24 @@ class GatewayServiceServicer:
     def InsertAudio(self, request_iterator, context):
         """Adds one recording, uploaded in chunks: the first message carries the
         metadata, every message may carry a chunk of the file. Uploading the
-        same content twice into a library returns the existing item.
+        same content twice into a library returns the existing item
+        (created = false) unchanged: the new upload's name, source_uri and
+        tags are ignored (UpdateAudio changes name and tags). INVALID_ARGUMENT
+        when the first message has no metadata (reason BAD_STREAM), the
+        library or name is not set (MISSING_FIELD), the upload is empty
+        (EMPTY_UPLOAD), not audio (NOT_AUDIO), corrupt (CORRUPT_AUDIO), of an
+        unsupported rate or channel count (UNSUPPORTED_AUDIO_FORMAT) or too
+        short (AUDIO_TOO_SHORT), a name or tag is invalid (BAD_NAME, BAD_TAG),
+        or the source_uri or idempotency key is invalid or the key was used for
+        other content (INVALID_FIELD); NOT_FOUND for an unknown library;
+        PERMISSION_DENIED without write access to it; RESOURCE_EXHAUSTED for
+        an upload over AUDIOSEARCH_MAX_UPLOAD_BYTES (UPLOAD_TOO_LARGE), audio
+        over AUDIOSEARCH_MAX_AUDIO_SECONDS (AUDIO_TOO_LONG) or over
+        AUDIOSEARCH_MAX_DECODED_SAMPLES (TOO_MANY_SAMPLES); FAILED_PRECONDITION
+        when the library's model is unavailable (MODEL_UNAVAILABLE) or the
+        embedder answered with another model's vectors
+        (LIBRARY_MODEL_MISMATCH); UNAVAILABLE when a concurrent delete
+        interrupted the insert (retry it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,7 +213,13 @@ class GatewayServiceServicer:
 
     def InsertAudioFromPath(self, request, context):
         """Adds one recording by a path on the server, allowed only under the
-        server's configured roots (AUDIOSEARCH_ALLOWED_ROOTS).
+        server's configured roots (AUDIOSEARCH_ALLOWED_ROOTS); otherwise as
+        InsertAudio. PERMISSION_DENIED for a path outside the roots (symlinks
+        and '..' resolved first) or when no roots are configured;
+        INVALID_ARGUMENT for a relative or unusable path (reason BAD_PATH),
+        and as InsertAudio for the file; NOT_FOUND when no file is there;
+        RESOURCE_EXHAUSTED for a file over AUDIOSEARCH_MAX_UPLOAD_BYTES
+        (UPLOAD_TOO_LARGE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,14 +228,32 @@ class GatewayServiceServicer:
     def SearchAudio(self, request_iterator, context):
         """Finds the items most similar to an uploaded clip (first message carries
         the parameters, then chunks), or to an existing item ("more like this",
-        set item_id and send no chunks).
+        set item_id and send no chunks: it searches the item's own library and
+        leaves the item itself out of the results). Only READY items are
+        returned. top_k 0 means the default (10). INVALID_ARGUMENT when top_k
+        is negative or over AUDIOSEARCH_MAX_TOP_K (reason TOP_K_OUT_OF_RANGE),
+        the first message has no params (BAD_STREAM), min_score is not finite
+        (INVALID_FIELD), no library is set for an upload (MISSING_FIELD), the
+        clip is empty (EMPTY_UPLOAD), not audio (NOT_AUDIO, CORRUPT_AUDIO,
+        UNSUPPORTED_AUDIO_FORMAT) or shorter than the model's minimum
+        (AUDIO_TOO_SHORT), a tag is invalid (BAD_TAG), both a clip and item_id
+        are given (CONFLICTING_FIELDS), or item_id lies in another library
+        than the one set (ITEM_IN_OTHER_LIBRARY); NOT_FOUND for an unknown
+        library or item (or one not READY); PERMISSION_DENIED without read
+        access to the library; RESOURCE_EXHAUSTED for a clip over
+        AUDIOSEARCH_MAX_UPLOAD_BYTES (UPLOAD_TOO_LARGE) or
+        AUDIOSEARCH_MAX_AUDIO_SECONDS (AUDIO_TOO_LONG); FAILED_PRECONDITION
+        (MODEL_UNAVAILABLE) when the library's model is unavailable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAudio(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Reads one item. NOT_FOUND for an unknown id, for an item that is not
+        READY (still being inserted, or being deleted) and, with auth on, for
+        an item of a library the caller may not read.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -169,25 +262,61 @@ class GatewayServiceServicer:
         """Streams a stretch of a ready item's audio for playback, as a WAV file
         (16-bit PCM, the item's rate and channels) in chunks. Needs the gateway
         to keep uploads (AUDIOSEARCH_KEEP_AUDIO, on by default).
+        INVALID_ARGUMENT (reason SEGMENT_OUT_OF_RANGE) for a negative start, a
+        start past the end, an end before the start or a stretch over 600 s;
+        NOT_FOUND as GetAudio, or when the item's upload was not kept;
+        FAILED_PRECONDITION (PLAYBACK_DISABLED) when the gateway keeps no
+        uploads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAudio(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists the READY items of a library (or of every library), in the order
+        they were added (ascending id), a page at a time; items still being
+        inserted (PENDING) or deleted are not listed. INVALID_ARGUMENT for a
+        page_size outside 0..1000 (reason INVALID_FIELD), a page_token not from
+        a previous response (BAD_PAGE_TOKEN) or a bad tag (BAD_TAG);
+        NOT_FOUND for an unknown library; PERMISSION_DENIED without read access
+        to it, or, with no library set, without write access to every library.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAudio(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes one item (in any state): it is hidden from search at once,
+        then its vectors, kept upload and row are removed. NOT_FOUND for an
+        unknown id (and, with auth on, an item of a library the caller may not
+        read); PERMISSION_DENIED with read but not write access to its
+        library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAudio(self, request, context):
+        """Renames a READY item and/or adds and removes its user tags, in one
+        step, and returns the item as it is afterwards. Automatic tags stay as
+        they are. Tags are normalised as at insert (trimmed, lower-cased);
+        adding a tag the item has, or removing one it lacks, changes nothing.
+        INVALID_ARGUMENT for an empty or too long name (1-512 characters, no
+        control characters: reason BAD_NAME), a bad tag (1-255 characters once
+        trimmed, no control characters) or more than 64 user tags afterwards
+        (BAD_TAG), or a tag both added and removed (CONFLICTING_FIELDS);
+        NOT_FOUND for an unknown id, an item that is not READY (still being
+        inserted, or being deleted) and, with auth on, an item of a library
+        the caller may not read; PERMISSION_DENIED with read but not write
+        access to its library.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
         """Counts per library in the catalog and the vector store, and the models.
+        With auth on, only the libraries the caller may read are counted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,7 +328,9 @@ class GatewayServiceServicer:
         abandoned in PENDING, READY items whose vectors are gone, and libraries
         without a collection or collections without a library. Safe to run at
         any time, beside traffic; the gateway also runs it on start. With auth
-        on, it needs write access to every library.
+        on, it needs write access to every library (else PERMISSION_DENIED).
+        INVALID_ARGUMENT (reason INVALID_FIELD) for a negative
+        stale_after_seconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,12 +345,19 @@ class GatewayServiceServicer:
         Item ids, names, tags and metadata stay as they are. Interrupted (the
         call cancelled, the gateway restarted), the library stays on its model;
         the same call again continues where it stopped and finishes the job.
-        FAILED_PRECONDITION, and no switch, while any item cannot be re-embedded
+        FAILED_PRECONDITION (reason REINDEX_REFUSED), and no switch, while any
+        item cannot be re-embedded
         (the stream reports each, the status message lists them): put its file
         back or delete it, then call again. Asking for the model the library uses
         changes nothing (outcome UNCHANGED), and abandons an unfinished move to
         another one (CANCELLED). With auth on, it needs write access to every
-        library.
+        library (else PERMISSION_DENIED). INVALID_ARGUMENT when the library or
+        model is not set (MISSING_FIELD), the model is unknown (UNKNOWN_MODEL),
+        or the window or hop is out of range (INVALID_FIELD); NOT_FOUND for an
+        unknown library; FAILED_PRECONDITION also when the new model is
+        unavailable (MODEL_UNAVAILABLE), only the window or hop would change or
+        another reindex replaced this one (REINDEX_REFUSED); UNAVAILABLE while
+        it is still loading.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,13 +375,16 @@ class GatewayServiceServicer:
         reads the next chunk only when it needs it, so a sender faster than
         the analysis is slowed down by flow control, and its memory is bounded
         by one stretch, not by the stream. Errors: INVALID_ARGUMENT when the
-        first message carries no `start`, the format is invalid (sample rate
-        outside 1000..384000, channels outside 1..64, no sample type) or the
-        audio ends inside a frame; NOT_FOUND for an unknown library;
-        FAILED_PRECONDITION when the library's model is not a landmark
-        fingerprint (fingerprint-v2): monitoring needs the offset and speed
-        its match decision estimates. With auth on, it needs read access to
-        the library.
+        first message carries no `start` or a later one does (reason
+        BAD_STREAM), no library is set (MISSING_FIELD), the format is invalid
+        (UNSUPPORTED_AUDIO_FORMAT: sample rate outside 1000..384000, channels
+        outside 1..64, no sample type), min_score is not finite
+        (INVALID_FIELD) or the audio ends inside a frame; NOT_FOUND for an
+        unknown library; FAILED_PRECONDITION (MODEL_NOT_SUPPORTED) when the
+        library's model is not a landmark fingerprint (fingerprint-v2):
+        monitoring needs the offset and speed its match decision estimates.
+        With auth on, it needs read access to the library (else
+        PERMISSION_DENIED).
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -303,6 +444,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioRequest.FromString,
                     response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioResponse.SerializeToString,
             ),
+            'UpdateAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAudio,
+                    request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioRequest.FromString,
+                    response_serializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioResponse.SerializeToString,
+            ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
                     request_deserializer=audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.StatsRequest.FromString,
@@ -334,6 +480,24 @@ def add_GatewayServiceServicer_to_server(servicer, server):
 class GatewayService:
     """The public API of audiosearch: manage libraries of recordings, add audio
     and find the recordings most similar to a clip.
+
+    Status codes every RPC may return, beside those listed on each:
+    UNAUTHENTICATED when the gateway has a tokens file and the call carries
+    no valid `authorization: Bearer` token; RESOURCE_EXHAUSTED when the
+    gateway already serves AUDIOSEARCH_MAX_CONCURRENT_RPCS calls (retry
+    later) or a disk is full; UNAVAILABLE when a service behind the gateway
+    is down (after retries) or its database or vector store fails (retry).
+    With auth on, an item in a library the caller may not read is
+    NOT_FOUND (ids reveal nothing about other libraries), and a library it
+    may not read or write is PERMISSION_DENIED.
+
+    Every INVALID_ARGUMENT and FAILED_PRECONDITION (and a size limit's
+    RESOURCE_EXHAUSTED) carries a google.rpc.ErrorInfo in the
+    grpc-status-details-bin trailer, domain "audiosearch.io": its reason is
+    what a client branches on, never the message. The reasons each RPC gives
+    are named in parentheses below (docs/clients.md lists them all); one
+    raised without a more specific reason carries the code's name. A field
+    at fault is also named by a google.rpc.BadRequest.
     """
 
     @staticmethod
@@ -596,6 +760,33 @@ class GatewayService:
             '/audiosearch.gateway.v1.GatewayService/DeleteAudio',
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioRequest.SerializeToString,
             audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.DeleteAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiosearch.gateway.v1.GatewayService/UpdateAudio',
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioRequest.SerializeToString,
+            audiosearch_dot_gateway_dot_v1_dot_gateway__pb2.UpdateAudioResponse.FromString,
             options,
             channel_credentials,
             insecure,
