@@ -20,6 +20,7 @@ from audiosearch.gateway.v1 import gateway_pb2 as pb
 from audiosearch.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from fastapi import WebSocket, WebSocketDisconnect
 
+from services.common import reasons
 from services.common.chunks import CHUNK_BYTES
 from services.common.jsonview import monitor_event_dict
 from services.web.errors import HttpError
@@ -51,7 +52,7 @@ def decoder(f: IO[bytes], name: str) -> tuple[int, int, int, Iterator[bytes]]:
         info = sf.info(f)
         f.seek(0)
     except (RuntimeError, sf.LibsndfileError) as exc:
-        raise HttpError(400, "INVALID_ARGUMENT", f"cannot decode {name}: {exc}") from None
+        raise HttpError(400, "INVALID_ARGUMENT", f"cannot decode {name}: {exc}", reason=reasons.NOT_AUDIO) from None
     frames = CHUNK_BYTES // (4 * info.channels)
     blocks = (b.astype("<f4", copy=False).tobytes() for b in sf.blocks(f, blocksize=frames, dtype="float32"))
     return info.samplerate, info.channels, pb.SAMPLE_TYPE_F32LE, blocks
@@ -61,9 +62,16 @@ def _wave(f: IO[bytes], name: str) -> tuple[int, int, int, Iterator[bytes]]:
     try:
         w = wave.open(f, "rb")
     except (wave.Error, EOFError) as exc:
-        raise HttpError(400, "INVALID_ARGUMENT", f"cannot decode {name} (WAV only here): {exc}") from None
+        raise HttpError(
+            400, "INVALID_ARGUMENT", f"cannot decode {name} (WAV only here): {exc}", reason=reasons.NOT_AUDIO
+        ) from None
     if w.getsampwidth() != 2:
-        raise HttpError(400, "INVALID_ARGUMENT", f"{name}: only 16-bit PCM WAV can be decoded here")
+        raise HttpError(
+            400,
+            "INVALID_ARGUMENT",
+            f"{name}: only 16-bit PCM WAV can be decoded here",
+            reason=reasons.UNSUPPORTED_AUDIO_FORMAT,
+        )
     frames = CHUNK_BYTES // (2 * w.getnchannels())
     return w.getframerate(), w.getnchannels(), pb.SAMPLE_TYPE_S16LE, iter(lambda: w.readframes(frames), b"")
 
@@ -134,10 +142,20 @@ def live_start(library: str, params: Any) -> pb.MonitorStart:
         channels = int(params.get("channels", "1"))
         min_score = float(params.get("min_score", "0"))
     except ValueError:
-        raise HttpError(400, "INVALID_ARGUMENT", "rate and channels must be integers, min_score a number") from None
+        raise HttpError(
+            400,
+            "INVALID_ARGUMENT",
+            "rate and channels must be integers, min_score a number",
+            reason=reasons.INVALID_FIELD,
+        ) from None
     kind = params.get("sample_type", "f32le").lower()
     if kind not in SAMPLE_TYPES:
-        raise HttpError(400, "INVALID_ARGUMENT", f"sample_type must be one of {', '.join(SAMPLE_TYPES)}")
+        raise HttpError(
+            400,
+            "INVALID_ARGUMENT",
+            f"sample_type must be one of {', '.join(SAMPLE_TYPES)}",
+            reason=reasons.UNSUPPORTED_AUDIO_FORMAT,
+        )
     return pb.MonitorStart(
         library=library,
         sample_rate=rate,

@@ -21,6 +21,7 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf import json_format
 
+from services.common import reasons
 from services.common.chunks import reader_messages
 from services.common.jsonview import message_dict
 from services.web import monitor, schema
@@ -64,7 +65,9 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
         try:
             message = json_format.Parse(await request.body() or b"{}", pb.CreateLibraryRequest())
         except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
-            raise HttpError(400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}") from None
+            raise HttpError(
+                400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}", reason=reasons.INVALID_FIELD
+            ) from None
         return await json(request, gateway.CreateLibrary, message)
 
     @app.delete("/v1/libraries/{name}", responses=responses(pb.DeleteLibraryResponse, 404, 409), tags=["libraries"])
@@ -131,9 +134,17 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
         try:
             message = json_format.Parse(await request.body() or b"{}", pb.UpdateAudioRequest())
         except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
-            raise HttpError(400, "INVALID_ARGUMENT", f"body is not an item update: {exc}") from None
+            raise HttpError(
+                400, "INVALID_ARGUMENT", f"body is not an item update: {exc}", reason=reasons.INVALID_FIELD
+            ) from None
         if message.id not in (0, item_id):
-            raise HttpError(400, "INVALID_ARGUMENT", "the body's id differs from the path's: leave it out")
+            raise HttpError(
+                400,
+                "INVALID_ARGUMENT",
+                "the body's id differs from the path's: leave it out",
+                reason=reasons.CONFLICTING_FIELDS,
+                violations=[("id", "differs from the path's id")],
+            )
         message.id = item_id
         return await json(request, gateway.UpdateAudio, message)
 
