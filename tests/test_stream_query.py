@@ -68,3 +68,12 @@ def test_a_match_ends_at_its_last_partner_and_leaves_out_a_lone_edge_landmark() 
     assert a is not None and a.landmarks == len(anchors)
     assert a.query_start == pytest.approx(2.0)  # not the stray 0.9
     assert a.query_end == pytest.approx(6.0 + 10.5 * PAIR_TIME_STEP)
+
+
+def test_live_decisions_share_the_false_alarm_budget_of_a_file_scans() -> None:
+    """Live, a decision comes every second instead of every 5 s: each gets a
+    fifth of the budget, so false reports per second of stream stay the same."""
+    from services.gateway.monitor import HOP, LIVE_HOP, confidence_needed
+
+    assert confidence_needed(0.99, live=False) == pytest.approx(0.99)
+    assert confidence_needed(0.99, live=True) == pytest.approx(1 - 0.01 * LIVE_HOP / HOP)
