@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -1092,19 +1093,27 @@ def main() -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.negative_lengths = tuple(float(x) for x in args.negative_lengths.split(",") if x)
+    results = run(evaluate, args)
+    report(results, Path(args.out), f"copies-{args.model}{'-quick' if args.quick else ''}", markdown)
+    return 0
+
+
+def run(evaluate: Callable[[argparse.Namespace, Path], Awaitable[dict]], args: argparse.Namespace) -> dict:
+    """`evaluate(args, a temporary folder)`, with the services' logs quiet."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Milvus Lite's in-process server answers pymilvus' AllocTimestamp with UNIMPLEMENTED and logs it.
     logging.getLogger("grpc._server").addFilter(lambda r: "Method not implemented" not in r.getMessage())
     with tempfile.TemporaryDirectory(prefix="audiosearch-eval-") as tmp:
-        results = asyncio.run(evaluate(args, Path(tmp)))
-    out = Path(args.out)
+        return asyncio.run(evaluate(args, Path(tmp)))
+
+
+def report(results: dict, out: Path, stem: str, markdown: Callable[[dict], str]) -> None:
+    """Writes `out/stem`.json and .md, and prints the markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"copies-{args.model}{'-quick' if args.quick else ''}"
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(results))
     print(markdown(results))
     print(f"wrote {out / stem}.json and .md in {results['meta']['seconds']:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

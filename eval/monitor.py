@@ -33,12 +33,9 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
-import json
-import logging
 import math
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,7 +50,18 @@ sys.path.insert(0, str(ROOT / "stubs"))
 
 from audiosearch.gateway.v1 import gateway_pb2 as pb  # noqa: E402
 
-from eval.copies import LIBRARY, Track, create_library, index, load_tracks, split, start_stack, stop_stack  # noqa: E402
+from eval.copies import (  # noqa: E402
+    LIBRARY,
+    Track,
+    create_library,
+    index,
+    load_tracks,
+    report,
+    run,
+    split,
+    start_stack,
+    stop_stack,
+)
 from eval.distortions import _pink  # noqa: E402
 from services.gateway import monitor as gateway_monitor  # noqa: E402
 
@@ -342,17 +350,8 @@ def main() -> int:
     for key, full, quick in (("segments", 12, 6), ("library_hours", 1.0, 0.5)):
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("grpc._server").addFilter(lambda r: "Method not implemented" not in r.getMessage())
-    with tempfile.TemporaryDirectory(prefix="audiosearch-eval-") as tmp:
-        results = asyncio.run(evaluate(args, Path(tmp)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"monitor{'-quick' if args.quick else ''}{'-live' if args.live else ''}"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(markdown(results))
-    print(markdown(results))
-    print(f"wrote {out / stem}.json and .md in {results['meta']['seconds']:.0f} s")
+    results = run(evaluate, args)
+    report(results, Path(args.out), f"monitor{'-quick' if args.quick else ''}{'-live' if args.live else ''}", markdown)
     return 0
 
 

@@ -146,7 +146,7 @@ class Pieces:
             return [dataclasses.replace(w, offset=w.offset - origin) for w in windows]
 
         windows = [w for p in chosen for w in moved(p.windows)]
-        searched = [w for p in chosen for w in moved(p.searched)]
+        searched = [w for p in chosen for w in p.searched]  # for their hypotheses only: not moved
         hits = [h for p in chosen for h in p.hits]
         query = Query(windows, chosen[-1].end - origin, segment_seconds, segment_seconds)
         return origin, query, searched, hits

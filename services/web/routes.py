@@ -20,6 +20,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile, WebSocket
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from services.common import reasons
 from services.common.chunks import reader_messages
@@ -44,6 +45,15 @@ UPDATE_BODY = schema.body(pb.UpdateAudioRequest.DESCRIPTOR, "id")
 TAGS = "Only items carrying any of these tags, user or automatic (repeat the field); none: every item."
 
 
+async def parsed(request: Request, message: Message, what: str) -> Any:
+    """`message` filled from the request's JSON body (empty: `{}`); 400 when
+    it is not `what`."""
+    try:
+        return json_format.Parse(await request.body() or b"{}", message)
+    except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
+        raise HttpError(400, "INVALID_ARGUMENT", f"body is not {what}: {exc}", reason=reasons.INVALID_FIELD) from None
+
+
 def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebConfig, call: Call) -> None:
     top_k_doc = f"Number of results, 1..{config.max_top_k} (AUDIOSEARCH_MAX_TOP_K, the gateway's setting); default 10."
 
@@ -62,12 +72,7 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
         """Body: a JSON `CreateLibraryRequest` (`name`, and optionally `model`,
         `description`, `window_seconds`, `hop_seconds`). `GET /v1/stats` lists
         the models this server offers."""
-        try:
-            message = json_format.Parse(await request.body() or b"{}", pb.CreateLibraryRequest())
-        except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
-            raise HttpError(
-                400, "INVALID_ARGUMENT", f"body is not a CreateLibraryRequest: {exc}", reason=reasons.INVALID_FIELD
-            ) from None
+        message = await parsed(request, pb.CreateLibraryRequest(), "a CreateLibraryRequest")
         return await json(request, gateway.CreateLibrary, message)
 
     @app.delete("/v1/libraries/{name}", responses=responses(pb.DeleteLibraryResponse, 404, 409), tags=["libraries"])
@@ -131,12 +136,7 @@ def add_routes(app: FastAPI, gateway: pb_grpc.GatewayServiceStub, config: WebCon
         `remove_tags` (lists; automatic tags stay). Answers the item as it
         is afterwards; 400 for an empty or too long name, a bad tag, a tag
         both added and removed, or more than 64 user tags."""
-        try:
-            message = json_format.Parse(await request.body() or b"{}", pb.UpdateAudioRequest())
-        except (json_format.ParseError, ValueError) as exc:  # ValueError: not UTF-8
-            raise HttpError(
-                400, "INVALID_ARGUMENT", f"body is not an item update: {exc}", reason=reasons.INVALID_FIELD
-            ) from None
+        message = await parsed(request, pb.UpdateAudioRequest(), "an item update")
         if message.id not in (0, item_id):
             raise HttpError(
                 400,
